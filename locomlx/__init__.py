@@ -1,0 +1,8 @@
+"""locomlx: one small 4-bit base model, many resident LoRA specialists, a router in front."""
+
+# Must run before anything imports mlx.core (see locomlx/blas.py).
+from locomlx import blas as _blas
+
+_blas.preload()
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Adapter files on disk: their format and where to find them by name."""

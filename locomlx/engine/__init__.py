@@ -1,0 +1,1 @@
+"""The engine: one resident base model, many resident LoRA adapters, generation."""

@@ -1,0 +1,220 @@
+"""The engine: one base model loaded once, any number of LoRA adapters resident beside it.
+
+    engine = Engine.load("smollm2-135m")
+    engine.load_adapter("adapters/sentiment")
+    engine.generate([{"role": "user", "content": "..."}], adapter="sentiment")
+
+Selecting an adapter per call is one attribute write (see engine/lora.py);
+loading one from disk reads its safetensors and attaches (a, b) to the target
+layers, wrapping a layer the first time any adapter targets it.
+"""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_unflatten
+
+from locomlx.adapters.format import AdapterFile, read_adapter
+from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
+from locomlx.errors import LocomlxError
+from locomlx.models.load import BaseModel, load_base
+from locomlx.models.resolve import resolve_model
+from locomlx.prompt import fit_prompt
+
+
+@dataclass
+class ResidentAdapter:
+    """An adapter held in memory next to the base model."""
+
+    name: str
+    path: str
+    ranks: list[int]
+    scale: float
+    modules: list[str]
+    nbytes: int
+    load_seconds: float
+
+
+@dataclass
+class Generation:
+    """One answer and how it was produced."""
+
+    text: str
+    adapter: str | None
+    prompt_tokens: int
+    generation_tokens: int
+    prompt_tps: float
+    generation_tps: float
+    finish_reason: str | None
+    truncated: bool
+    switch_seconds: float
+    peak_memory_mb: float
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class EngineTimings:
+    base_load_seconds: float = 0.0
+    last_switch_seconds: float = 0.0
+    switches: int = 0
+    adapter_load_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (what the student's laptop actually pays)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024
+
+
+class Engine:
+    def __init__(self, base: BaseModel):
+        self.base = base
+        self.selection = AdapterSelection()
+        self.adapters: dict[str, ResidentAdapter] = {}
+        self.timings = EngineTimings()
+        self._adapter_dtype = mx.bfloat16 if base.compute_dtype == "bfloat16" else mx.float32
+
+    @classmethod
+    def load(cls, base_model: str | None = None, compute_dtype: str = "auto", on_convert=None) -> "Engine":
+        start = time.perf_counter()
+        engine = cls(load_base(resolve_model(base_model, on_convert=on_convert), compute_dtype))
+        engine.timings.base_load_seconds = time.perf_counter() - start
+        return engine
+
+    @property
+    def model(self) -> nn.Module:
+        return self.base.model
+
+    @property
+    def tokenizer(self):
+        return self.base.tokenizer
+
+    # --- adapters -----------------------------------------------------------------------
+
+    def _target_layer(self, modules: dict, adapter: AdapterFile, module_path: str, a: mx.array, b: mx.array) -> nn.Module:
+        layer = modules.get(module_path)
+        where = f"adapter '{adapter.name}' ({adapter.path})"
+        if layer is None:
+            raise LocomlxError(
+                f"{where} targets '{module_path}', which this base model ({self.base.resolved.reference}) does not have; "
+                "it was trained for a different base model."
+            )
+        base_layer = layer.base if isinstance(layer, MultiLoRALinear) else layer
+        if not isinstance(base_layer, (nn.Linear, nn.QuantizedLinear)):
+            raise LocomlxError(f"{where} targets '{module_path}', a {type(base_layer).__name__}; only linear layers are supported.")
+        probe = layer if isinstance(layer, MultiLoRALinear) else MultiLoRALinear(layer, self.selection)
+        if a.shape[0] != probe.input_dims or b.shape[1] != probe.output_dims:
+            raise LocomlxError(
+                f"{where}: '{module_path}' has LoRA shapes {tuple(a.shape)} x {tuple(b.shape)} but the base layer maps "
+                f"{probe.input_dims} -> {probe.output_dims}; it was trained for a different base model."
+            )
+        return probe
+
+    def load_adapter(self, path, name: str | None = None) -> ResidentAdapter:
+        """Read an adapter directory and make it resident under `name` (default: directory name).
+
+        Everything is validated before anything is attached, so a bad adapter leaves the engine unchanged.
+        """
+        start = time.perf_counter()
+        adapter = read_adapter(path, name)
+        if adapter.name in self.adapters:
+            raise LocomlxError(f"An adapter named '{adapter.name}' is already loaded; unload it first or pick another name.")
+        modules = dict(self.model.named_modules())
+        targets = {m: self._target_layer(modules, adapter, m, a, b) for m, (a, b) in adapter.layers.items()}
+        new_wrappers = [(m, layer) for m, layer in targets.items() if modules[m] is not layer]
+        if new_wrappers:
+            self.model.update_modules(tree_unflatten(new_wrappers))
+        dtype = self._adapter_dtype
+        for module_path, (a, b) in adapter.layers.items():
+            targets[module_path].resident[adapter.name] = LoRAWeights(a.astype(dtype), b.astype(dtype), adapter.scale)
+        mx.eval([(w.a, w.b) for layer in targets.values() for w in [layer.resident[adapter.name]]])
+        seconds = time.perf_counter() - start
+        resident = ResidentAdapter(
+            adapter.name, str(adapter.path), sorted(adapter.ranks), adapter.scale, sorted(adapter.layers),
+            adapter.nbytes, seconds,
+        )
+        self.adapters[adapter.name] = resident
+        self.timings.adapter_load_seconds[adapter.name] = seconds
+        return resident
+
+    def unload_adapter(self, name: str) -> None:
+        if name not in self.adapters:
+            raise LocomlxError(f"No adapter named '{name}' is loaded (loaded: {', '.join(self.adapters) or 'none'}).")
+        for _, layer in self.model.named_modules():
+            if isinstance(layer, MultiLoRALinear):
+                layer.resident.pop(name, None)
+        del self.adapters[name]
+        if self.selection.active == name:
+            self.selection.active = None
+
+    def select(self, name: str | None) -> float:
+        """Make `name` (or None for the plain base) the adapter of the next forward pass; returns seconds taken."""
+        if name is not None and name not in self.adapters:
+            raise LocomlxError(f"Adapter '{name}' is not loaded (loaded: {', '.join(self.adapters) or 'none'}).")
+        start = time.perf_counter()
+        self.selection.active = name
+        seconds = time.perf_counter() - start
+        self.timings.last_switch_seconds = seconds
+        self.timings.switches += 1
+        return seconds
+
+    # --- generation ---------------------------------------------------------------------
+
+    def generate(
+        self,
+        messages: list[dict],
+        adapter: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
+        """Answer `messages` with `adapter` (None = base). Greedy when temperature is 0.
+
+        Streams text pieces to `on_text` as they are decoded; stops at EOS or `max_tokens`.
+        """
+        from mlx_lm.generate import stream_generate
+        from mlx_lm.sample_utils import make_sampler
+
+        if max_tokens < 1:
+            raise LocomlxError("max_tokens must be at least 1.")
+        budget = self.base.context_length - max_tokens
+        if budget < 8:
+            raise LocomlxError(f"max_tokens={max_tokens} leaves no room for a prompt in a {self.base.context_length}-token context.")
+        tokens, truncated = fit_prompt(self.tokenizer, messages, budget)
+        if truncated:
+            warnings.warn(f"locomlx: the prompt was cut to {len(tokens)} tokens to fit the model's context.", stacklevel=2)
+        switch = self.select(adapter)
+        if seed is not None:
+            mx.random.seed(seed)
+        sampler = make_sampler(temp=temperature, top_p=top_p)
+        pieces: list[str] = []
+        last = None
+        for last in stream_generate(self.model, self.tokenizer, mx.array(tokens), max_tokens=max_tokens, sampler=sampler):
+            if last.text:
+                pieces.append(last.text)
+                if on_text:
+                    on_text(last.text)
+        return Generation(
+            text="".join(pieces),
+            adapter=adapter,
+            prompt_tokens=len(tokens),
+            generation_tokens=last.generation_tokens,
+            prompt_tps=last.prompt_tps,
+            generation_tps=last.generation_tps,
+            finish_reason=last.finish_reason,
+            truncated=truncated,
+            switch_seconds=switch,
+            peak_memory_mb=peak_memory_mb(),
+        )

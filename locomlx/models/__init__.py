@@ -1,0 +1,1 @@
+"""Base models: resolving a reference to an mlx-lm directory, GGUF conversion, loading."""

@@ -1,0 +1,57 @@
+"""The one prompt format: training, evaluation, chat and the router all go through here.
+
+An example `{"instruction", "input", "output"}` becomes chat messages
+(instruction + input -> user turn, output -> assistant turn), rendered with the
+base model's own chat template. Keeping this in one place prevents the classic
+train/serve skew where the model is trained on one layout and queried with another.
+"""
+
+from __future__ import annotations
+
+from locomlx.errors import LocomlxError
+
+
+def example_messages(instruction: str, input: str = "", output: str | None = None) -> list[dict]:
+    """Chat messages for one example; the assistant turn is present only when `output` is given."""
+    user = instruction.strip()
+    if input and input.strip():
+        user = f"{user}\n\n{input.strip()}"
+    messages = [{"role": "user", "content": user}]
+    if output is not None:
+        messages.append({"role": "assistant", "content": output})
+    return messages
+
+
+def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of `messages` followed by the assistant header the model answers after."""
+    if getattr(tokenizer, "chat_template", None):
+        return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
+    text = "\n\n".join(m["content"] for m in messages) + "\n\n"
+    return list(tokenizer.encode(text))
+
+
+def fit_prompt(tokenizer, messages: list[dict], budget: int) -> tuple[list[int], bool]:
+    """Render `messages` in at most `budget` tokens: drop the oldest turns, then cut the
+    start of the last message (questions usually end with what is being asked).
+
+    Returns the tokens and whether anything was cut.
+    """
+    tokens = render_prompt(tokenizer, messages)
+    if len(tokens) <= budget:
+        return tokens, False
+    messages = [dict(m) for m in messages]
+    while len(tokens) > budget and sum(m["role"] != "system" for m in messages) > 1:
+        first = next(i for i, m in enumerate(messages) if m["role"] != "system")
+        del messages[first]
+        tokens = render_prompt(tokenizer, messages)
+    last = messages[-1]
+    while len(tokens) > budget:
+        content_tokens = tokenizer.encode(last["content"], add_special_tokens=False)
+        overflow = len(tokens) - budget
+        if overflow >= len(content_tokens):
+            raise LocomlxError(
+                f"The prompt cannot fit in {budget} tokens even with its text removed; lower --max-tokens."
+            )
+        last["content"] = tokenizer.decode(content_tokens[overflow + 1 :])
+        tokens = render_prompt(tokenizer, messages)
+    return tokens, True
