@@ -238,9 +238,13 @@ def _tokenizer_config(metadata: dict, config: dict) -> dict:
 def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     """Write an mlx-lm model directory for `gguf_path` at `out_dir` (atomically) and return it."""
     tensors, metadata = read_gguf(gguf_path)
-    n_vocab = len(metadata.get("tokenizer.ggml.tokens", []))
-    config = _model_config(metadata, n_vocab, tied="output.weight" not in tensors)
-    weights, quantization = _convert_tensors(tensors, config)
+    try:
+        n_vocab = len(metadata.get("tokenizer.ggml.tokens", []))
+        config = _model_config(metadata, n_vocab, tied="output.weight" not in tensors)
+        weights, quantization = _convert_tensors(tensors, config)
+        tokenizer_json = _tokenizer_json(metadata)
+    except LocomlxError as exc:
+        raise LocomlxError(f"{gguf_path}: {exc}") from exc
     if quantization:
         config["quantization"] = quantization
     source = {"gguf_path": str(gguf_path.resolve()), "gguf_sha256": file_sha256(gguf_path),
@@ -252,7 +256,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     try:
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
-        (tmp / "tokenizer.json").write_text(json.dumps(_tokenizer_json(metadata), ensure_ascii=False))
+        (tmp / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
         (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(metadata, config), indent=2, ensure_ascii=False))
         if out_dir.exists():
             shutil.rmtree(out_dir)

@@ -82,8 +82,9 @@ def choose_compute_dtype(requested: str, model: nn.Module) -> str:
 
 
 def _dequantized(module: nn.Module, dtype: mx.Dtype) -> nn.Module:
-    weight = mx.dequantize(module.weight, module.scales, module.biases, group_size=module.group_size,
-                           bits=module.bits, mode=module.mode).astype(dtype)
+    # Dequantize in float32: with float16 scales MLX would round every weight to float16 first.
+    weight = mx.dequantize(module.weight, module.scales.astype(mx.float32), module.biases.astype(mx.float32),
+                           group_size=module.group_size, bits=module.bits, mode=module.mode).astype(dtype)
     if isinstance(module, nn.QuantizedEmbedding):
         plain = nn.Embedding(weight.shape[0], weight.shape[1])
         plain.weight = weight
