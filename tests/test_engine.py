@@ -1,0 +1,214 @@
+"""The engine: resident adapters of different ranks, switching, unloading, generation options."""
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+from tests import tiny
+
+TOKENS = [5, 17, 42, 99, 7, 3, 60]
+
+
+def _logits(model, tokens=TOKENS):
+    return np.array(model(mx.array([tokens]))[0].astype(mx.float32))
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("adapters")
+    return {
+        "r4": tiny.make_adapter(root / "r4", tiny_model, rank=4, scale=2.0, seed=1, weights_file="adapters.safetensors"),
+        "r16": tiny.make_adapter(root / "r16", tiny_model, rank=16, scale=0.5, seed=2, num_layers=1,
+                                 keys=("self_attn.q_proj", "mlp.down_proj", "mlp.up_proj"),
+                                 weights_file="adapters.safetensors"),
+        "peft": tiny.make_adapter(root / "peft", tiny_model, rank=8, scale=1.5, seed=3, layout="peft",
+                                  keys=("self_attn.k_proj", "self_attn.o_proj")),
+    }
+
+
+@pytest.fixture()
+def engine(tiny_model):
+    return Engine.load(str(tiny_model), compute_dtype="float32")
+
+
+def _fresh_mlx_lm(model_dir, adapter_dir=None):
+    from mlx_lm import load
+
+    model, _ = load(str(model_dir), adapter_path=str(adapter_dir) if adapter_dir else None)
+    return model
+
+
+def test_resident_adapters_match_freshly_loaded_base_plus_adapter(engine, tiny_model, adapters):
+    for name in ("r4", "r16"):
+        engine.load_adapter(adapters[name])
+    base_logits = _logits(_fresh_mlx_lm(tiny_model))
+    # Switch back and forth: every selection must equal mlx-lm's own fresh load of base+adapter.
+    for name in ("r4", "r16", None, "r16", "r4", None):
+        engine.select(name)
+        expected = _logits(_fresh_mlx_lm(tiny_model, adapters[name])) if name else base_logits
+        np.testing.assert_allclose(_logits(engine.model), expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(_logits(_fresh_mlx_lm(tiny_model, adapters["r4"])), base_logits, atol=1e-3)
+
+
+def test_peft_adapter_equals_the_same_update_in_mlx_layout(engine, tiny_model, adapters, tmp_path):
+    mlx_twin = tiny.make_adapter(tmp_path / "twin", tiny_model, rank=8, scale=1.5, seed=3,
+                                 keys=("self_attn.k_proj", "self_attn.o_proj"))
+    engine.load_adapter(adapters["peft"])
+    engine.load_adapter(mlx_twin)
+    engine.select("peft")
+    peft = _logits(engine.model)
+    engine.select("twin")
+    np.testing.assert_allclose(peft, _logits(engine.model), rtol=1e-5, atol=1e-5)
+
+
+def test_switching_copies_nothing(engine, adapters):
+    engine.load_adapter(adapters["r4"])
+    from mlx.utils import tree_flatten
+
+    before = {id(v) for _, v in tree_flatten(engine.model.parameters())}
+    seconds = engine.select("r4")
+    engine.select(None)
+    after = {id(v) for _, v in tree_flatten(engine.model.parameters())}
+    assert before == after
+    assert seconds < 0.01  # a pointer write; generous bound, the benchmark measures the real figure
+
+
+def test_adapters_stay_out_of_base_parameters(engine, adapters):
+    from mlx.utils import tree_flatten
+
+    n_before = len(tree_flatten(engine.model.parameters()))
+    engine.load_adapter(adapters["r16"])
+    names = [k for k, _ in tree_flatten(engine.model.parameters())]
+    assert len(names) == n_before and not any("lora" in k for k in names)
+
+
+def test_unload_restores_base_and_keeps_others(engine, adapters):
+    base = _logits(engine.model)
+    engine.load_adapter(adapters["r4"])
+    engine.load_adapter(adapters["r16"])
+    engine.select("r16")
+    r16 = _logits(engine.model)
+    engine.unload_adapter("r4")
+    assert list(engine.adapters) == ["r16"]
+    np.testing.assert_allclose(_logits(engine.model), r16, rtol=1e-6)
+    engine.unload_adapter("r16")
+    assert engine.selection.active is None
+    np.testing.assert_allclose(_logits(engine.model), base, rtol=1e-6)
+    with pytest.raises(LocomlxError, match="No adapter named 'r16' is loaded"):
+        engine.unload_adapter("r16")
+
+
+def test_adapter_on_4bit_base_in_quantized_compute(tiny_model_4bit, tmp_path):
+    adapter = tiny.make_adapter(tmp_path / "a", tiny_model_4bit, rank=4, weights_file="adapters.safetensors")
+    engine = Engine.load(str(tiny_model_4bit), compute_dtype="quantized")
+    engine.load_adapter(adapter)
+    engine.select("a")
+    expected = _logits(_fresh_mlx_lm(tiny_model_4bit, adapter))
+    np.testing.assert_allclose(_logits(engine.model), expected, rtol=1e-3, atol=1e-3)
+
+
+def test_wrong_shapes_are_refused_and_engine_unchanged(engine, tmp_path):
+    other = tiny.build_model(tmp_path / "wide", seed=1)
+    import json
+
+    config = json.loads((other / "config.json").read_text())
+    config["intermediate_size"] = 96
+    (other / "config.json").write_text(json.dumps(config))
+    bad = tiny.make_adapter(tmp_path / "bad", other, rank=4, keys=("self_attn.q_proj", "mlp.down_proj"))
+    before = _logits(engine.model)
+    with pytest.raises(LocomlxError, match=r"mlp.down_proj' has LoRA shapes \(96, 4\).*trained for a different base model"):
+        engine.load_adapter(bad)
+    assert engine.adapters == {}
+    np.testing.assert_allclose(_logits(engine.model), before)
+
+
+def test_adapter_for_missing_layer_is_refused(engine, tiny_model, tmp_path):
+    bad = tiny.make_adapter(tmp_path / "deep", tiny_model, rank=4)
+    weights = mx.load(str(bad / "adapter_model.safetensors"))
+    weights = {k.replace("layers.1.", "layers.7."): v for k, v in weights.items()}
+    mx.save_safetensors(str(bad / "adapter_model.safetensors"), weights)
+    with pytest.raises(LocomlxError, match=r"targets 'model.layers.7.self_attn.[qv]_proj', which this base model"):
+        engine.load_adapter(bad)
+
+
+def test_duplicate_name_is_refused(engine, adapters):
+    engine.load_adapter(adapters["r4"])
+    with pytest.raises(LocomlxError, match="already loaded"):
+        engine.load_adapter(adapters["r4"])
+
+
+def test_bad_adapter_directories(engine, tmp_path):
+    with pytest.raises(LocomlxError, match="does not exist"):
+        engine.load_adapter(tmp_path / "nowhere")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LocomlxError, match="no adapter_config.json"):
+        engine.load_adapter(tmp_path / "empty")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "adapter_config.json").write_text('{"peft_type": "LORA", "r": 8, "lora_alpha": 16}')
+    (pickled / "adapter_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(LocomlxError, match="pickled weights are refused"):
+        engine.load_adapter(pickled)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "adapter_config.json").write_text("{not json")
+    with pytest.raises(LocomlxError, match="adapter_config.json is not valid JSON"):
+        engine.load_adapter(broken)
+
+
+def test_greedy_generation_is_deterministic_and_streams(engine):
+    messages = [{"role": "user", "content": "the cat sat on the"}]
+    pieces = []
+    first = engine.generate(messages, max_tokens=12, on_text=pieces.append)
+    second = engine.generate(messages, max_tokens=12)
+    assert first.text == second.text == "".join(pieces)
+    assert first.generation_tokens <= 12 and first.prompt_tokens > 0
+    assert first.peak_memory_mb > 0
+
+
+def test_sampling_follows_the_seed(engine):
+    messages = [{"role": "user", "content": "hello world"}]
+    runs = [engine.generate(messages, max_tokens=16, temperature=1.0, seed=s).text for s in (1, 1, 2)]
+    assert runs[0] == runs[1]
+    assert runs[0] != runs[2]
+
+
+def test_max_tokens_and_finish_reason(engine):
+    result = engine.generate([{"role": "user", "content": "a dog"}], max_tokens=3)
+    assert result.generation_tokens <= 3
+    assert result.finish_reason in ("length", "stop")
+
+
+def test_stops_on_eos(engine):
+    """Make the first greedy token an end-of-sequence token: generation must stop right there."""
+    messages = [{"role": "user", "content": "hello"}]
+    first = engine.generate(messages, max_tokens=1)
+    first_token = engine.tokenizer.encode(first.text, add_special_tokens=False)[0]
+    engine.tokenizer.eos_token_ids = set(engine.tokenizer.eos_token_ids) | {first_token}
+    result = engine.generate(messages, max_tokens=20)
+    assert result.finish_reason == "stop"
+    assert result.generation_tokens == 1
+
+
+def test_long_prompt_is_truncated_with_a_warning(engine):
+    long_text = " ".join(tiny.corpus(200))
+    with pytest.warns(UserWarning, match="prompt was cut"):
+        result = engine.generate([{"role": "user", "content": long_text}], max_tokens=8)
+    assert result.truncated
+    assert result.prompt_tokens <= engine.base.context_length - 8
+
+
+def test_compute_dtypes_agree(tiny_model_4bit):
+    tokens = TOKENS
+    f32 = _logits(Engine.load(str(tiny_model_4bit), compute_dtype="float32").model, tokens)
+    q = _logits(Engine.load(str(tiny_model_4bit), compute_dtype="quantized").model, tokens)
+    bf16 = _logits(Engine.load(str(tiny_model_4bit), compute_dtype="bfloat16").model, tokens)
+    np.testing.assert_allclose(q, f32, atol=2e-2)
+    np.testing.assert_allclose(bf16, f32, atol=1e-1)
+
+
+def test_unknown_compute_dtype(tiny_model):
+    with pytest.raises(LocomlxError, match="Unknown compute dtype 'float8'"):
+        Engine.load(str(tiny_model), compute_dtype="float8")
