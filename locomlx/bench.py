@@ -1,0 +1,294 @@
+"""`locomlx bench`: engine speed on the embedded model, each figure beside a peer measured in the same run.
+
+- adapters: resident switch and load-from-disk against the naive path (reload base + adapter);
+- inference: prefill and decode tok/s and peak memory of the default CPU path (float32 weights
+  + preloaded CBLAS) against the plain path (4-bit weights, MLX's bundled BLAS), and, when
+  `transformers` and `torch` are installed, against transformers on the same weights.
+
+Each inference path runs in its own subprocess: the CBLAS preload is process-wide and
+cannot be undone, and peak memory must be per path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+PATHS = {
+    "default": {"compute_dtype": "auto", "blas": True, "label": "locomlx default (float32 + CBLAS)"},
+    "plain": {"compute_dtype": "quantized", "blas": False, "label": "plain MLX (4-bit, bundled BLAS)"},
+    "transformers": {"label": "transformers + torch (float32, same weights)"},
+}
+
+
+@dataclass
+class BenchSettings:
+    base_model: str | None = None
+    prompt_tokens: int = 512
+    decode_tokens: int = 128
+    repeats: int = 3
+
+
+def _prompt_ids(vocab_size: int, n: int) -> list[int]:
+    """A deterministic pseudo-random prompt (content does not matter for speed)."""
+    return [(i * 7919 + 13) % (vocab_size - 100) + 50 for i in range(n)]
+
+
+def _peak_rss_mb() -> float:
+    from locomlx.engine.engine import peak_memory_mb
+
+    return peak_memory_mb()
+
+
+def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
+    import mlx.core as mx
+    from mlx_lm.generate import generate_step
+    from mlx_lm.models.cache import make_prompt_cache
+
+    from locomlx import blas
+    from locomlx.engine.engine import Engine
+
+    start = time.perf_counter()
+    engine = Engine.load(settings.base_model, compute_dtype)
+    load_seconds = time.perf_counter() - start
+    model = engine.model
+    tokens = mx.array(_prompt_ids(engine.base.config["vocab_size"], settings.prompt_tokens))
+
+    def prefill() -> float:
+        cache = make_prompt_cache(model)
+        t = time.perf_counter()
+        mx.eval(model(tokens[None], cache=cache))
+        return time.perf_counter() - t
+
+    def decode() -> float:
+        steps = generate_step(tokens[:16], model, max_tokens=settings.decode_tokens + 1, sampler=lambda x: mx.argmax(x, -1))
+        next(steps)  # the first token includes the prompt's prefill
+        t = time.perf_counter()
+        for _ in steps:
+            pass
+        return time.perf_counter() - t
+
+    prefill()
+    prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
+    decode()
+    decode_s = statistics.median(decode() for _ in range(settings.repeats))
+    return {
+        "compute_dtype": engine.base.compute_dtype,
+        "blas": blas.preload().path,
+        "load_seconds": load_seconds,
+        "prefill_tps": settings.prompt_tokens / prefill_s,
+        "decode_tps": settings.decode_tokens / decode_s,
+        "peak_memory_mb": _peak_rss_mb(),
+    }
+
+
+def _transformers_worker(settings: BenchSettings) -> dict:
+    """transformers' LlamaForCausalLM with the very weights locomlx computes with (dequantized to float32)."""
+    import numpy as np
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+
+    base = load_base(resolve_model(settings.base_model), "float32")
+    from mlx.utils import tree_flatten
+
+    state = {k: torch.from_numpy(np.array(v)) for k, v in tree_flatten(base.model.parameters())}
+    config = {k: v for k, v in base.config.items() if k not in ("quantization", "locomlx_source")}
+    start = time.perf_counter()
+    model = LlamaForCausalLM(LlamaConfig(**config)).eval()
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    load_seconds = time.perf_counter() - start
+    del base, state
+    tokens = torch.tensor([_prompt_ids(config["vocab_size"], settings.prompt_tokens)])
+
+    def prefill() -> float:
+        t = time.perf_counter()
+        with torch.inference_mode():
+            model(tokens, use_cache=True)
+        return time.perf_counter() - t
+
+    def decode() -> float:
+        prompt = tokens[:, :16]
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            model.generate(prompt, max_new_tokens=1, min_new_tokens=1, do_sample=False)
+            first = time.perf_counter() - t0
+            t = time.perf_counter()
+            model.generate(prompt, max_new_tokens=settings.decode_tokens + 1, min_new_tokens=settings.decode_tokens + 1,
+                           do_sample=False)
+            return time.perf_counter() - t - first
+
+    prefill()
+    prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
+    decode()
+    decode_s = statistics.median(decode() for _ in range(settings.repeats))
+    return {
+        "compute_dtype": "float32",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_seconds": load_seconds,
+        "prefill_tps": settings.prompt_tokens / prefill_s,
+        "decode_tps": settings.decode_tokens / decode_s,
+        "peak_memory_mb": _peak_rss_mb(),
+    }
+
+
+def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) -> dict:
+    """Resident switch vs load from disk vs naive reload, on random rank-8 adapters over every linear layer."""
+    import mlx.core as mx
+    from mlx_lm import load as mlx_lm_load
+
+    from locomlx.engine.engine import Engine
+
+    engine = Engine.load(settings.base_model)
+    config = engine.base.config
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [_random_adapter(Path(tmp) / f"a{i}", engine, rank, seed=i) for i in range(n_adapters)]
+        load_times = []
+        for path in paths:
+            load_times.append(engine.load_adapter(path).load_seconds)
+        engine.unload_adapter(paths[0].name)
+        load_times.append(engine.load_adapter(paths[0]).load_seconds)
+        names = list(engine.adapters)
+        switches = []
+        for i in range(2000):
+            switches.append(engine.select(names[i % len(names)]))
+        # Naive: what a one-model-per-process server does to change adapter.
+        naive_default, naive_mlx_lm = [], []
+        for path in paths[:2]:
+            t = time.perf_counter()
+            fresh = Engine.load(settings.base_model)
+            fresh.load_adapter(path)
+            naive_default.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            model, _ = mlx_lm_load(str(fresh.base.resolved.path), adapter_path=str(path))
+            mx.eval(model.parameters())
+            naive_mlx_lm.append(time.perf_counter() - t)
+            del fresh, model
+    return {
+        "rank": rank,
+        "layers": len(engine.adapters[names[0]].modules),
+        "num_hidden_layers": config["num_hidden_layers"],
+        "resident_switch_seconds": statistics.median(switches),
+        "load_from_disk_seconds": statistics.median(load_times),
+        "naive_reload_seconds": statistics.median(naive_default),
+        "naive_mlx_lm_4bit_reload_seconds": statistics.median(naive_mlx_lm),
+    }
+
+
+def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    mx.random.seed(seed)
+    tensors = {}
+    keys = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
+            "mlp.down_proj"]
+    for name, module in engine.model.named_modules():
+        if any(name.endswith(k) for k in keys) and isinstance(module, (nn.Linear, nn.QuantizedLinear)):
+            out_dims, in_dims = module.weight.shape
+            if isinstance(module, nn.QuantizedLinear):
+                in_dims = in_dims * 32 // module.bits
+            tensors[f"{name}.lora_a"] = mx.random.normal((in_dims, rank)) * 0.01
+            tensors[f"{name}.lora_b"] = mx.random.normal((rank, out_dims)) * 0.01
+    path.mkdir(parents=True)
+    mx.save_safetensors(str(path / "adapters.safetensors"), tensors)
+    (path / "adapter_config.json").write_text(json.dumps({
+        "fine_tune_type": "lora", "num_layers": engine.base.config["num_hidden_layers"],
+        "lora_parameters": {"rank": rank, "scale": 2.0, "dropout": 0.0, "keys": keys}}))
+    return path
+
+
+def _run_worker(kind: str, settings: BenchSettings) -> dict:
+    """Run one measurement in a fresh interpreter and return its JSON result."""
+    env = dict(os.environ)
+    if kind in ("plain", "transformers"):
+        # transformers: a preloaded OpenBLAS makes torch ~9x slower here (its threads fight torch's
+        # OpenMP pool), and torch needs no help from us.
+        env["LOCOMLX_BLAS"] = "none"
+    args = [sys.executable, "-m", "locomlx.bench", kind, json.dumps(settings.__dict__)]
+    done = subprocess.run(args, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker '{kind}' failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def transformers_available() -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+
+
+def run_bench(settings: BenchSettings, progress=lambda msg: None) -> dict:
+    results: dict = {
+        "settings": settings.__dict__,
+        "machine": {"platform": platform.platform(), "machine": platform.machine(), "cpus": os.cpu_count(),
+                    "python": platform.python_version()},
+    }
+    progress("adapters: resident switch, load from disk, naive reload ...")
+    results["adapters"] = _run_worker("adapters", settings)
+    paths = ["default", "plain"] + (["transformers"] if transformers_available() else [])
+    results["inference"] = {}
+    for path in paths:
+        progress(f"inference: {PATHS[path]['label']} ...")
+        results["inference"][path] = _run_worker(path, settings)
+    return results
+
+
+def format_report(results: dict) -> str:
+    a = results["adapters"]
+    s = results["settings"]
+    lines = [
+        f"locomlx bench · {results['machine']['platform']} · {results['machine']['cpus']} CPUs",
+        "",
+        f"Adapters (rank {a['rank']} on {a['layers']} linear layers; medians)",
+        f"  resident switch          {a['resident_switch_seconds'] * 1e6:10.2f} µs",
+        f"  load from disk           {a['load_from_disk_seconds'] * 1e3:10.2f} ms",
+        f"  naive: reload base+adapter {a['naive_reload_seconds'] * 1e3:8.0f} ms   "
+        f"({a['naive_reload_seconds'] / a['resident_switch_seconds']:,.0f}x the resident switch, "
+        f"{a['naive_reload_seconds'] / a['load_from_disk_seconds']:,.0f}x the disk load)",
+        f"  naive, mlx-lm 4-bit load {a['naive_mlx_lm_4bit_reload_seconds'] * 1e3:10.0f} ms   "
+        f"({a['naive_mlx_lm_4bit_reload_seconds'] / a['resident_switch_seconds']:,.0f}x the resident switch)",
+        "",
+        f"Inference ({s['prompt_tokens']}-token prefill, {s['decode_tokens']}-token decode; medians of {s['repeats']})",
+        f"  {'path':48s} {'prefill tok/s':>14s} {'decode tok/s':>13s} {'peak MB':>9s}",
+    ]
+    inference = results["inference"]
+    for key, r in inference.items():
+        lines.append(f"  {PATHS[key]['label']:48s} {r['prefill_tps']:14.1f} {r['decode_tps']:13.1f} {r['peak_memory_mb']:9.0f}")
+    d = inference["default"]
+    for key in [k for k in inference if k != "default"]:
+        r = inference[key]
+        lines.append(f"  default / {key:37s} {d['prefill_tps'] / r['prefill_tps']:13.2f}x {d['decode_tps'] / r['decode_tps']:12.2f}x "
+                     f"{d['peak_memory_mb'] / r['peak_memory_mb']:8.2f}x")
+    if "transformers" not in inference:
+        lines.append("  (transformers: install the optional extra `pip install -e .[torch]` to compare)")
+    return "\n".join(lines)
+
+
+def _worker_main(kind: str, settings_json: str) -> None:
+    settings = BenchSettings(**json.loads(settings_json))
+    if kind == "adapters":
+        result = _adapter_times(settings)
+    elif kind == "transformers":
+        result = _transformers_worker(settings)
+    else:
+        result = _mlx_worker(settings, PATHS[kind]["compute_dtype"])
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    import locomlx  # noqa: F401  (CBLAS preload before mlx.core, unless LOCOMLX_BLAS=none)
+
+    _worker_main(sys.argv[1], sys.argv[2])
