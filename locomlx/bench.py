@@ -55,6 +55,7 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
 
     from locomlx import blas
     from locomlx.engine.engine import Engine
+    from locomlx.models.load import compute_stream
 
     start = time.perf_counter()
     engine = Engine.load(settings.base_model, compute_dtype)
@@ -69,7 +70,7 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
         return time.perf_counter() - t
 
     def decode() -> float:
-        steps = generate_step(tokens[:16], model, max_tokens=settings.decode_tokens + 1, sampler=lambda x: mx.argmax(x, -1))
+        steps = generate_step(tokens[:16], model, compute_stream(), max_tokens=settings.decode_tokens + 1, sampler=lambda x: mx.argmax(x, -1))
         next(steps)  # the first token includes the prompt's prefill
         t = time.perf_counter()
         for _ in steps:

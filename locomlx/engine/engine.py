@@ -25,7 +25,7 @@ from mlx.utils import tree_unflatten
 from locomlx.adapters.format import AdapterFile, read_adapter
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.errors import LocomlxError
-from locomlx.models.load import BaseModel, load_base
+from locomlx.models.load import BaseModel, compute_stream, load_base
 from locomlx.models.resolve import resolve_model
 from locomlx.prompt import fit_prompt
 
@@ -201,7 +201,8 @@ class Engine:
         sampler = make_sampler(temp=temperature, top_p=top_p)
         pieces: list[str] = []
         last = None
-        for last in stream_generate(self.model, self.tokenizer, mx.array(tokens), max_tokens=max_tokens, sampler=sampler):
+        for last in stream_generate(self.model, self.tokenizer, mx.array(tokens), max_tokens=max_tokens, sampler=sampler,
+                                    stream=compute_stream()):
             if last.text:
                 pieces.append(last.text)
                 if on_text:

@@ -39,6 +39,17 @@ class BaseModel:
         return int(self.config.get("max_position_embeddings", 2048))
 
 
+def compute_stream() -> mx.Stream:
+    """The one stream every model computation runs on: the device's default stream.
+
+    MLX runs each stream on its own thread, and CPU BLAS libraries keep a thread
+    pool per calling thread. mlx-lm generates on a stream of its own, so any
+    prefill, training or evaluation on the default stream gave the process two
+    pools fighting over the cores: decoding measured 1.6x slower afterwards.
+    """
+    return mx.default_stream(mx.default_device())
+
+
 def device_kind() -> str:
     """'gpu' on Metal/CUDA, else 'cpu'."""
     return "gpu" if mx.default_device() == mx.gpu else "cpu"
