@@ -32,11 +32,13 @@ def test_loaded_library_is_the_one_mlx_calls():
         "info = Info()\n"
         "addr = ctypes.cast(libc.cblas_sgemm, ctypes.c_void_p)\n"
         "libc.dladdr(addr, ctypes.byref(info))\n"
-        "print(info.fname.decode())\n"
+        "print(info.fname.decode(), blas.preload().path)\n"
     )
     out = _run(code)
     assert out.returncode == 0, out.stderr
-    assert "blas" in out.stdout.lower() and "mlx" not in out.stdout.lower()
+    provider, preloaded = out.stdout.split()
+    assert "mlx" not in provider.lower()
+    assert provider.rsplit("/", 1)[-1].split(".so")[0] == preloaded.rsplit("/", 1)[-1].split(".so")[0]
 
 
 def test_env_none_disables():
