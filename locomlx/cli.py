@@ -156,5 +156,170 @@ def bench(base_model, prompt_tokens, decode_tokens, repeats, as_json):
     click.echo(json.dumps(results, indent=2) if as_json else format_report(results))
 
 
+@main.group()
+def data():
+    """Check training and benchmark JSONL files."""
+
+
+@data.command("check")
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--kind", type=click.Choice(["train", "benchmark"]), default="train", show_default=True,
+              help="What the files are: training data (>= 500 examples) or a benchmark (>= 50).")
+@click.option("--benchmark", "benchmarks", multiple=True, type=click.Path(), metavar="FILE",
+              help="Benchmark to check a training file against for leakage (repeatable); the adapter library's "
+                   "benchmarks (*/eval/benchmark.jsonl) are always included.")
+@click.option("--adapters-dir", default=None, metavar="DIR", help="Adapter library (default ./adapters).")
+@base_model_option
+@click.option("--max-seq-length", default=1024, show_default=True, type=click.IntRange(8),
+              help="Count examples longer than this many tokens (needs the base model's tokenizer).")
+@click.option("--no-length-check", is_flag=True, help="Skip token counting (no base model needed).")
+@click.option("--allow-small", is_flag=True, help="Too few examples is a warning instead of an error.")
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+def data_check(files, kind, benchmarks, adapters_dir, base_model, max_seq_length, no_length_check, allow_small, as_json):
+    """Validate JSONL files of {"instruction", "input", "output"} examples.
+
+    Reports, with file and line: invalid JSON, missing/extra/non-string fields,
+    empty outputs, non-UTF-8 lines, exact and near duplicates, examples longer
+    than --max-seq-length tokens, too few examples, and training examples that
+    leak a benchmark. Exit code 1 when any error is found.
+
+    \b
+    Examples:
+      locomlx data check train.jsonl --benchmark eval/benchmark.jsonl
+      locomlx data check --kind benchmark eval/benchmark.jsonl --no-length-check
+    """
+    from pathlib import Path
+
+    from locomlx.adapters.library import library_dir
+    from locomlx.data.checks import check_file, library_benchmarks
+    from locomlx.prompt import render_example
+
+    counter = None
+    if not no_length_check:
+        from locomlx.models.load import load_tokenizer_only
+
+        tokenizer = load_tokenizer_only(base_model)
+
+        def counter(examples):
+            return [len(render_example(tokenizer, e.instruction, e.input, e.output)[0]) for e in examples]
+
+    all_benchmarks = [Path(b) for b in benchmarks] + library_benchmarks(library_dir(adapters_dir))
+    reports = [check_file(f, kind, allow_small, all_benchmarks, counter, max_seq_length) for f in files]
+    if as_json:
+        click.echo(json.dumps([{"file": r.path, "kind": r.kind, "examples": len(r.examples),
+                                "problems": [p.__dict__ for p in r.problems]} for r in reports], indent=2))
+    else:
+        for r in reports:
+            for problem in r.problems:
+                click.secho(str(problem), fg="red" if problem.severity == "error" else "yellow")
+            verdict = "FAIL" if r.errors else "OK"
+            click.echo(f"{r.path}: {verdict} · {len(r.examples)} examples · {len(r.errors)} errors · "
+                       f"{len(r.warnings)} warnings")
+    if any(r.errors for r in reports):
+        sys.exit(1)
+
+
+def _progress_printer():
+    """One updating line on a terminal; a line per report otherwise."""
+    tty = sys.stderr.isatty()
+    started = [None]
+    import time
+
+    def show(state, point):
+        if started[0] is None:
+            started[0] = (time.perf_counter(), state.step - 1)
+        t0, step0 = started[0]
+        done = state.step - step0
+        eta = (time.perf_counter() - t0) / max(done, 1) * (state.total_steps - state.step)
+        width = 24
+        filled = int(width * state.step / state.total_steps)
+        last = next((p for p in reversed(state.history)), None)
+        loss = f"loss {last.train_loss:.3f}" if last else ""
+        val = f" val {last.val_loss:.3f}" if last and last.val_loss is not None else ""
+        tps = f" {state.trained_tokens / state.train_seconds:.0f} tok/s" if state.train_seconds else ""
+        epoch = f"epoch {last.epoch:.2f} " if last else ""
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] step {state.step}/{state.total_steps} {epoch}"
+                f"{loss}{val}{tps} ETA {eta:.0f}s")
+        if tty:
+            click.echo("\r" + line.ljust(100), nl=state.step == state.total_steps, err=True)
+        elif point is not None:
+            click.echo(line, err=True)
+
+    return show
+
+
+@main.command("train")
+@click.option("--config", "config_file", type=click.Path(), default=None, metavar="YAML",
+              help="Options from a YAML file (e.g. configs/train.yaml); flags override it.")
+@base_model_option
+@click.option("--dataset", default=None, metavar="FILE", help="Training JSONL ({instruction, input, output}).")
+@click.option("--output", default=None, metavar="DIR", help="Adapter directory to create.")
+@click.option("--benchmark", default=None, metavar="FILE", help="Benchmark JSONL: checked for leakage, copied to eval/.")
+@click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")
+@click.option("--lora-alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank [2 x rank].")
+@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [0].")
+@click.option("--target-modules", default=None, metavar="LIST",
+              help="Comma-separated modules inside each block [all linear: self_attn.q_proj,...,mlp.down_proj].")
+@click.option("--num-layers", type=int, default=None, help="LoRA on the last N blocks; -1 = all [-1].")
+@click.option("--epochs", type=float, default=None, help="Passes over the training data [3].")
+@click.option("--lr", type=float, default=None, help="Learning rate (Adam) [2e-4].")
+@click.option("--batch-size", type=int, default=None, help="Examples per step [4].")
+@click.option("--grad-accumulation", type=int, default=None, help="Steps per optimizer update [1].")
+@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None, help="Trade compute for memory [off].")
+@click.option("--max-seq-length", type=int, default=None, help="Longer examples are truncated (or dropped) [1024].")
+@click.option("--val-fraction", type=float, default=None, help="Share of the data held out for validation [0.1].")
+@click.option("--seed", type=int, default=None, help="Seed for the split, batch order and initialisation [0].")
+@click.option("--steps-per-eval", type=int, default=None, help="Validation every N steps [50].")
+@click.option("--steps-per-save", type=int, default=None, help="Checkpoint every N steps [25].")
+@click.option("--compute-dtype", default=None, type=click.Choice(["auto", "float32", "bfloat16", "quantized"]),
+              help=COMPUTE_DTYPE_HELP)
+@click.option("--allow-small", is_flag=True, default=None, help="Allow fewer than 500 training / 50 benchmark examples.")
+@click.option("--adapters-dir", default=None, metavar="DIR", help="Library whose benchmarks are checked for leakage.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run of the same --output from its checkpoint.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
+def train_command(config_file, resume, as_json, **options):
+    """Train a LoRA adapter and write the standard adapter directory.
+
+    The data is checked first (see `locomlx data check`); the loss is
+    computed on the answer tokens only, with the same prompt format chat and
+    evaluation use. Ctrl-C keeps a checkpoint; rerun with --resume.
+
+    \b
+    Output (DIR):
+      adapter_config.json, adapter_model.safetensors (+ adapters.safetensors link for mlx-lm)
+      training/dataset.jsonl, train_config.yaml, TRAINING_LOG.md, loss.svg
+      eval/benchmark.jsonl (with --benchmark)
+
+    \b
+    Examples:
+      locomlx train --dataset data/train.jsonl --output adapters/my-skill --benchmark data/bench.jsonl
+      locomlx train --config configs/train.yaml --epochs 1 --lr 1e-4
+      locomlx train --dataset data/train.jsonl --output adapters/my-skill --resume
+      mlx_lm.generate --model <base dir> --adapter-path adapters/my-skill --prompt "..."
+    """
+    from locomlx.train.config import load_config
+    from locomlx.train.trainer import resume_config, train
+
+    if resume:
+        output = options["output"] or (load_config(config_file, {"dataset": "-", "output": "-"}).output if config_file else None)
+        if not output or output == "-":
+            raise LocomlxError("--resume needs the --output of the interrupted run.")
+        config = resume_config(output)
+        click.echo(f"Resuming {output} with the configuration stored when it started.", err=True)
+    else:
+        config = load_config(config_file, options)
+    result = train(config, resume=resume, on_progress=_progress_printer(),
+                   on_message=lambda msg: click.echo(msg, err=True))
+    s = result.state
+    summary = {"output": str(result.output), "steps": s.step, "trained_tokens": s.trained_tokens,
+               "train_seconds": s.train_seconds, "final_train_loss": s.history[-1].train_loss,
+               "final_val_loss": s.history[-1].val_loss}
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(f"Adapter written to {result.output} ({s.step} steps, {s.train_seconds:.0f} s, "
+                   f"final loss {summary['final_train_loss']:.3f}). Try it: locomlx chat --adapter {result.output}")
+
+
 if __name__ == "__main__":
     main()

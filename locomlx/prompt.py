@@ -55,3 +55,21 @@ def fit_prompt(tokenizer, messages: list[dict], budget: int) -> tuple[list[int],
         last["content"] = tokenizer.decode(content_tokens[overflow + 1 :])
         tokens = render_prompt(tokenizer, messages)
     return tokens, True
+
+
+def render_example(tokenizer, instruction: str, input: str, output: str) -> tuple[list[int], int]:
+    """Tokens of a whole training example and the index where the answer starts.
+
+    Training computes the loss only from that index on, so the model learns the
+    answer, not the question.
+    """
+    prompt = render_prompt(tokenizer, example_messages(instruction, input))
+    messages = example_messages(instruction, input, output)
+    if getattr(tokenizer, "chat_template", None):
+        full = list(tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=True))
+        if full[: len(prompt)] == prompt and len(full) > len(prompt):
+            return full, len(prompt)
+    # Templates that re-render earlier turns differently: answer tokens appended to the prompt.
+    answer = list(tokenizer.encode(output, add_special_tokens=False))
+    eos = tokenizer.eos_token_id
+    return prompt + answer + ([eos] if eos is not None else []), len(prompt)

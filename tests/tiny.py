@@ -217,3 +217,34 @@ def write_gguf(model_dir: Path, out_path: Path, qtype_name: str) -> dict[str, np
 def module_is(hf_name: str, leaf: str) -> bool:
     return hf_name.endswith(f".{leaf}")
 
+
+
+_NOUNS = ("film plot acting soundtrack ending script director cast camera work dialogue pacing story score "
+          "finale villain hero sequel premise editing visuals humour romance costume lighting").split()
+_POSITIVE = "brilliant wonderful moving delightful superb charming gripping beautiful clever joyful".split()
+_NEGATIVE = "dull awful tedious clumsy boring dreadful lifeless messy shallow annoying".split()
+_TEMPLATES = ("The {n} was {a}.", "I found the {n} {a}.", "Honestly, the {n} felt {a}.", "What a {a} {n}!")
+SENTIMENT_INSTRUCTION = "Classify the sentiment of this review. Answer with one word: positive or negative."
+
+
+def sentiment_examples(n: int, seed: int, templates=_TEMPLATES, skip: int = 0) -> list[dict]:
+    """Distinct synthetic one-line reviews labelled positive/negative (balanced, deterministic).
+
+    `skip` leaves out the first examples of the same shuffled pool, so disjoint sets come from one seed.
+    """
+    pools = {}
+    for label, adjectives in (("positive", _POSITIVE), ("negative", _NEGATIVE)):
+        pool = [t.format(n=noun, a=adj) for t in templates for noun in _NOUNS for adj in adjectives]
+        random.Random(seed).shuffle(pool)
+        pools[label] = pool[skip // 2:]
+    rows = []
+    for i in range(n):
+        label = "positive" if i % 2 == 0 else "negative"
+        rows.append({"instruction": SENTIMENT_INSTRUCTION, "input": pools[label][i // 2], "output": label})
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path

@@ -17,7 +17,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from locomlx.errors import LocomlxError
-from locomlx.models.resolve import ResolvedModel
+from locomlx.models.resolve import ResolvedModel, resolve_model
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "quantized")
 # Dequantizing to float32 is refused by `auto` above this share of RAM.
@@ -121,6 +121,14 @@ def cast_model(model: nn.Module, compute_dtype: str) -> None:
         model.update_modules(tree_unflatten(replacements))
     model.update(tree_map(lambda p: p.astype(dtype) if mx.issubdtype(p.dtype, mx.floating) else p, model.parameters()))
     mx.eval(model.parameters())
+
+
+def load_tokenizer_only(reference: str | None):
+    """The base model's tokenizer without loading its weights (for data checks)."""
+    from mlx_lm.utils import load_tokenizer
+
+    resolved = resolve_model(reference)
+    return load_tokenizer(resolved.path)
 
 
 def load_base(resolved: ResolvedModel, compute_dtype: str = "auto") -> BaseModel:

@@ -1,0 +1,1 @@
+"""Training and benchmark data: reading JSONL examples and checking them before use."""

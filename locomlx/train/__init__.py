@@ -1,0 +1,1 @@
+"""Training a LoRA adapter: configuration, tokenized data, the resumable loop, the adapter directory."""

@@ -1,0 +1,96 @@
+"""The training configuration: defaults of the contributing guide, a YAML file, then command-line flags."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from locomlx.errors import LocomlxError
+
+ALL_LINEAR = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = ""
+    output: str = ""
+    base_model: str | None = None
+    benchmark: str | None = None  # copied to eval/benchmark.jsonl and checked for leakage
+    lora_rank: int = 16
+    lora_alpha: float | None = None  # scale = alpha / rank; default alpha = 2 * rank
+    lora_dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    num_layers: int = -1  # LoRA on the last N transformer blocks; -1 = all
+    epochs: float = 3.0
+    lr: float = 2e-4
+    batch_size: int = 4
+    grad_accumulation: int = 1
+    grad_checkpoint: bool = False
+    max_seq_length: int = 1024
+    long_examples: str = "truncate"  # truncate | drop
+    val_fraction: float = 0.1
+    seed: int = 0
+    steps_per_eval: int = 50
+    steps_per_save: int = 25
+    val_batches: int = 8
+    compute_dtype: str = "auto"
+    allow_small: bool = False
+    adapters_dir: str | None = None  # library whose benchmarks are checked for leakage
+
+    @property
+    def lora_scale(self) -> float:
+        alpha = self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
+        return alpha / self.lora_rank
+
+    def validate(self) -> None:
+        if not self.dataset:
+            raise LocomlxError("No training data: pass --dataset FILE.jsonl (or set dataset: in --config).")
+        if not self.output:
+            raise LocomlxError("No output directory: pass --output DIR (or set output: in --config).")
+        checks = [
+            (self.lora_rank >= 1, "--lora-rank must be at least 1"),
+            (self.epochs > 0, "--epochs must be positive"),
+            (self.lr > 0, "--lr must be positive"),
+            (self.batch_size >= 1, "--batch-size must be at least 1"),
+            (self.grad_accumulation >= 1, "--grad-accumulation must be at least 1"),
+            (self.max_seq_length >= 8, "--max-seq-length must be at least 8"),
+            (0 <= self.val_fraction < 0.5, "--val-fraction must be in [0, 0.5)"),
+            (self.long_examples in ("truncate", "drop"), "long_examples must be 'truncate' or 'drop'"),
+            (bool(self.target_modules), "--target-modules needs at least one module"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LocomlxError(message)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
+    """Defaults <- YAML file <- overrides (flags the user actually gave, None meaning 'not given')."""
+    values: dict = {}
+    if path:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise LocomlxError(f"Cannot read training config {path}: {exc}") from exc
+        if not isinstance(values, dict):
+            raise LocomlxError(f"{path}: expected a mapping of option: value at the top level.")
+        known = {f.name for f in dataclasses.fields(TrainConfig)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise LocomlxError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("target_modules"), str):
+        values["target_modules"] = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
+    try:
+        config = TrainConfig(**values)
+    except TypeError as exc:
+        raise LocomlxError(f"Bad training configuration: {exc}") from exc
+    config.validate()
+    return config

@@ -1,0 +1,243 @@
+"""The resumable LoRA training loop, built from mlx-lm's tuner pieces (LoRA layers, loss).
+
+Batch order is a pure function of (seed, step): examples are sorted by length
+and cut into batches once (little padding), and each epoch shuffles the batch
+order with its own seeded generator. A resumed run therefore sees exactly the
+batches an uninterrupted run would; the RNG is re-seeded from the step, and
+with the optimizer state restored from the checkpoint it reaches the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
+
+from locomlx.errors import LocomlxError
+from locomlx.train.config import TrainConfig
+
+PAD_MULTIPLE = 32
+
+
+class TrainingInterrupted(LocomlxError):
+    """Ctrl-C during training; the last completed step is checkpointed."""
+
+
+@dataclass
+class LossPoint:
+    step: int
+    epoch: float
+    train_loss: float | None = None
+    val_loss: float | None = None
+    tokens_per_second: float | None = None
+
+
+@dataclass
+class LoopState:
+    step: int = 0
+    total_steps: int = 0
+    trained_tokens: int = 0
+    train_seconds: float = 0.0
+    history: list[LossPoint] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "LoopState":
+        data = json.loads(text)
+        data["history"] = [LossPoint(**p) for p in data["history"]]
+        return cls(**data)
+
+
+Encoded = list[tuple[list[int], int]]  # (tokens, index where the answer starts)
+
+
+class BatchPlan:
+    """Deterministic batches: batch `step` is the same whenever it is asked for."""
+
+    def __init__(self, data: Encoded, batch_size: int, seed: int):
+        if len(data) < batch_size:
+            raise LocomlxError(f"Only {len(data)} training examples, fewer than --batch-size {batch_size}.")
+        order = sorted(range(len(data)), key=lambda i: len(data[i][0]))
+        self.data = data
+        self.batches = [order[i:i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+        self.seed = seed
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.batches)
+
+    def indices(self, step: int) -> list[int]:
+        epoch, position = divmod(step, self.steps_per_epoch)
+        permutation = np.random.default_rng([self.seed, epoch]).permutation(self.steps_per_epoch)
+        return self.batches[permutation[position]]
+
+    def batch(self, step: int) -> tuple[mx.array, mx.array]:
+        return collate([self.data[i] for i in self.indices(step)])
+
+
+def collate(items: Encoded) -> tuple[mx.array, mx.array]:
+    """Pad to a multiple of 32 (+1 for the shifted targets); lengths hold (answer start, length) per row."""
+    longest = max(len(tokens) for tokens, _ in items)
+    width = 1 + PAD_MULTIPLE * math.ceil(longest / PAD_MULTIPLE)
+    batch = np.zeros((len(items), width), np.int32)
+    for row, (tokens, _) in enumerate(items):
+        batch[row, : len(tokens)] = tokens
+    lengths = [(offset, len(tokens)) for tokens, offset in items]
+    return mx.array(batch), mx.array(lengths)
+
+
+def answer_loss(model, batch, lengths):
+    """Cross-entropy on answer tokens only (mlx-lm's default_loss, whose mask starts at each row's offset)."""
+    from mlx_lm.tuner.trainer import default_loss
+
+    return default_loss(model, batch, lengths)
+
+
+def validation_loss(model, data: Encoded, batch_size: int, max_batches: int) -> float | None:
+    if not data:
+        return None
+    total, count = 0.0, 0
+    for start in range(0, min(len(data), batch_size * max_batches), batch_size):
+        loss, tokens = answer_loss(model, *collate(data[start:start + batch_size]))
+        total += loss.item() * tokens.item()
+        count += tokens.item()
+    return total / count if count else None
+
+
+# --- checkpoints ----------------------------------------------------------------------------
+
+def save_checkpoint(directory: Path, model: nn.Module, optimizer: optim.Optimizer, state: LoopState) -> None:
+    """Write the checkpoint beside the old one, then swap: at every moment one complete checkpoint exists."""
+    tmp = directory.with_name(directory.name + ".tmp")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    mx.save_safetensors(str(tmp / "adapter.safetensors"), dict(tree_flatten(model.trainable_parameters())))
+    mx.save_safetensors(str(tmp / "optimizer.safetensors"), dict(tree_flatten(optimizer.state)))
+    (tmp / "state.json").write_text(state.to_json())
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        directory.rename(old)
+    tmp.rename(directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(directory: Path, model: nn.Module, optimizer: optim.Optimizer) -> LoopState:
+    if not (directory / "state.json").is_file():
+        old = directory.with_name(directory.name + ".old")
+        if (old / "state.json").is_file():
+            directory = old
+        else:
+            raise LocomlxError(f"No checkpoint to resume from in {directory}; start without --resume.")
+    model.load_weights(list(mx.load(str(directory / "adapter.safetensors")).items()), strict=False)
+    optimizer.state = tree_unflatten(list(mx.load(str(directory / "optimizer.safetensors")).items()))
+    return LoopState.from_json((directory / "state.json").read_text())
+
+
+# --- the loop -------------------------------------------------------------------------------
+
+def add_lora_layers(model: nn.Module, config: TrainConfig) -> None:
+    """Freeze the base and put trainable LoRA layers on the target modules (mlx-lm's tuner)."""
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    model.freeze()
+    mx.random.seed(config.seed)  # the LoRA initialisation is part of what --seed reproduces
+    n_layers = len(model.layers)
+    num_layers = n_layers if config.num_layers in (-1, 0) or config.num_layers > n_layers else config.num_layers
+    available = {name for name, _ in model.layers[0].named_modules()} if n_layers else set()
+    missing = [m for m in config.target_modules if m not in available]
+    if missing:
+        known = sorted(m for m in available if m.count(".") == 1)
+        raise LocomlxError(f"--target-modules {', '.join(missing)} not found in the model's blocks; known: {', '.join(known)}.")
+    linear_to_lora_layers(model, num_layers, {"rank": config.lora_rank, "scale": config.lora_scale,
+                                              "dropout": config.lora_dropout, "keys": config.target_modules})
+
+
+def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: TrainConfig, checkpoint_dir: Path,
+             resume: bool, on_progress: Callable[[LoopState, LossPoint | None], None] | None = None) -> LoopState:
+    from mlx_lm.tuner.trainer import grad_checkpoint
+
+    plan = BatchPlan(train_data, config.batch_size, config.seed)
+    optimizer = optim.Adam(learning_rate=config.lr)
+    state = LoopState(total_steps=max(1, math.ceil(config.epochs * plan.steps_per_epoch)))
+    if resume:
+        state = load_checkpoint(checkpoint_dir, model, optimizer)
+    if config.grad_checkpoint:
+        grad_checkpoint(model.layers[0])
+
+    loss_and_grad = nn.value_and_grad(model, answer_loss)
+    compiled_state = [model.state, optimizer.state, mx.random.state]
+    accumulate = config.grad_accumulation
+
+    @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
+    def train_step(batch, lengths, previous_grad, do_update):
+        (loss, tokens), grad = loss_and_grad(model, batch, lengths)
+        if previous_grad is not None:
+            grad = tree_map(lambda a, b: a + b, grad, previous_grad)
+        if do_update:
+            if accumulate > 1:
+                grad = tree_map(lambda g: g / accumulate, grad)
+            optimizer.update(model, grad)
+            grad = None
+        return loss, tokens, grad
+
+    model.train()
+    grad = None
+    window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+    try:
+        while state.step < state.total_steps:
+            tic = time.perf_counter()
+            batch, lengths = plan.batch(state.step)
+            # Randomness (dropout) is a function of the step, so a resumed run needs no saved RNG state.
+            mx.random.seed(config.seed * 1_000_003 + state.step)
+            do_update = (state.step + 1) % accumulate == 0 or state.step + 1 == state.total_steps
+            loss, _, grad = train_step(batch, lengths, grad, do_update)
+            mx.eval(compiled_state, loss, grad)
+            seconds = time.perf_counter() - tic
+            processed = int(lengths[:, 1].sum().item())  # prompt + answer tokens, padding excluded
+            state.step += 1
+            state.trained_tokens += processed
+            state.train_seconds += seconds
+            window_loss += loss.item()
+            window_tokens += processed
+            window_seconds += seconds
+            window_steps += 1
+
+            point = None
+            last = state.step == state.total_steps
+            if state.step % config.steps_per_eval == 0 or last or state.step == 1:
+                model.eval()
+                val = validation_loss(model, val_data, config.batch_size, config.val_batches)
+                model.train()
+                point = LossPoint(state.step, state.step / plan.steps_per_epoch, window_loss / window_steps, val,
+                                  window_tokens / window_seconds if window_seconds else None)
+                state.history.append(point)
+                window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+            if state.step % config.steps_per_save == 0 and not last and grad is None:
+                save_checkpoint(checkpoint_dir, model, optimizer, state)
+            if on_progress:
+                on_progress(state, point)
+    except KeyboardInterrupt:
+        # Checkpoint only at an optimizer-update boundary: mid-accumulation gradients are not saved.
+        if grad is None and state.step > 0:
+            save_checkpoint(checkpoint_dir, model, optimizer, state)
+            where = f"step {state.step}"
+        else:
+            where = "the last saved step"
+        raise TrainingInterrupted(f"Training interrupted; checkpoint kept at {where}. Run the same command with --resume "
+                                  "to continue.") from None
+    model.eval()
+    return state

@@ -1,0 +1,145 @@
+"""`locomlx train`: the standard adapter directory, resume-after-interrupt, refusals, and mlx-lm compatibility."""
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from locomlx.cli import main
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+from locomlx.train.config import load_config
+from locomlx.train.loop import TrainingInterrupted
+from locomlx.train.trainer import resume_config, train
+from tests import tiny
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    return {
+        "train": tiny.write_jsonl(root / "train.jsonl", tiny.sentiment_examples(120, 0)),
+        "bench": tiny.write_jsonl(root / "bench.jsonl", tiny.sentiment_examples(60, 0, skip=200)),
+    }
+
+
+def _config(tiny_model, data, out, **extra):
+    values = {"dataset": str(data["train"]), "output": str(out), "base_model": str(tiny_model), "allow_small": True,
+              "epochs": 0.5, "lora_rank": 4, "steps_per_eval": 5, "steps_per_save": 3, "adapters_dir": str(out.parent)}
+    values.update(extra)
+    return load_config(None, values)
+
+
+def test_standard_adapter_directory(tiny_model, data, tmp_path):
+    result = train(_config(tiny_model, data, tmp_path / "skill", benchmark=str(data["bench"])))
+    out = result.output
+    for name in ["adapter_config.json", "adapter_model.safetensors", "training/dataset.jsonl",
+                 "training/train_config.yaml", "training/TRAINING_LOG.md", "training/loss.svg", "eval/benchmark.jsonl"]:
+        assert (out / name).is_file(), name
+    assert not (tmp_path / "skill.partial").exists() and not (out / "checkpoint").exists()
+    record = yaml.safe_load((out / "training/train_config.yaml").read_text())
+    assert record["config"]["lora_rank"] == 4 and len(record["dataset_sha256"]) == 64
+    assert set(record["versions"]) == {"locomlx", "mlx", "mlx-lm", "python"}
+    log = (out / "training/TRAINING_LOG.md").read_text()
+    assert "| training examples | 108 |" in log and "## Sources and review (fill in)" in log and "tokens/s" in log
+    assert "<polyline" in (out / "training/loss.svg").read_text()
+    assert (out / "training/dataset.jsonl").read_bytes() == data["train"].read_bytes()
+
+
+def test_adapter_loads_in_plain_mlx_lm_and_in_the_engine(tiny_model, data, tmp_path):
+    from mlx_lm import load
+
+    out = train(_config(tiny_model, data, tmp_path / "skill")).output
+    tokens = mx.array([[5, 17, 42, 99, 7]])
+    reference, _ = load(str(tiny_model), adapter_path=str(out))
+    engine = Engine.load(str(tiny_model), "float32")
+    engine.load_adapter(out)
+    engine.select("skill")
+    np.testing.assert_allclose(np.array(engine.model(tokens)), np.array(reference(tokens)), rtol=1e-5, atol=1e-5)
+    engine.select(None)
+    assert not np.allclose(np.array(engine.model(tokens)), np.array(reference(tokens)), atol=1e-4)
+
+
+def test_training_changes_the_answer_distribution(tiny_model, data, tmp_path):
+    """The loss is on answer tokens: the trained adapter raises the probability of the right label."""
+    from locomlx.prompt import render_example
+
+    out = train(_config(tiny_model, data, tmp_path / "skill", epochs=2, lr=1e-3)).output
+    engine = Engine.load(str(tiny_model), "float32")
+    engine.load_adapter(out)
+    held_out = tiny.sentiment_examples(20, 0, skip=300)
+
+    def answer_logprob(adapter):
+        engine.select(adapter)
+        total = 0.0
+        for row in held_out:
+            tokens, offset = render_example(engine.tokenizer, row["instruction"], row["input"], row["output"])
+            logits = engine.model(mx.array([tokens]))[0]
+            logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            total += sum(logprobs[i - 1, tokens[i]].item() for i in range(offset, len(tokens)))
+        return total / len(held_out)
+
+    assert answer_logprob("skill") > answer_logprob(None) + 1.0
+
+
+def test_resume_after_interrupt_matches_uninterrupted_run(tiny_model, data, tmp_path):
+    full = train(_config(tiny_model, data, tmp_path / "full")).output
+
+    def interrupt_at_7(state, point):
+        if state.step == 7:
+            raise KeyboardInterrupt
+
+    config = _config(tiny_model, data, tmp_path / "resumed")
+    with pytest.raises(TrainingInterrupted, match="checkpoint kept at step 7. Run the same command with --resume"):
+        train(config, on_progress=interrupt_at_7)
+    assert not (tmp_path / "resumed").exists()  # never a half-written adapter under the real name
+    assert (tmp_path / "resumed.partial" / "checkpoint" / "state.json").is_file()
+    with pytest.raises(LocomlxError, match="interrupted run exists .* --resume"):
+        train(config)
+    resumed = train(resume_config(tmp_path / "resumed"), resume=True).output
+    a = mx.load(str(full / "adapter_model.safetensors"))
+    b = mx.load(str(resumed / "adapter_model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_allclose(np.array(a[key]), np.array(b[key]), rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_leaking_training_data_is_refused(tiny_model, data, tmp_path):
+    leaky = tiny.write_jsonl(tmp_path / "leaky.jsonl", tiny.sentiment_examples(120, 0))
+    bench = tiny.write_jsonl(tmp_path / "bench.jsonl", tiny.sentiment_examples(60, 0))
+    config = _config(tiny_model, {"train": leaky}, tmp_path / "x", benchmark=str(bench))
+    with pytest.raises(LocomlxError, match="same text as benchmark"):
+        train(config)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "x.partial").exists()
+
+
+def test_existing_output_and_bad_options_are_refused(tiny_model, data, tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(LocomlxError, match="already exists; choose another --output"):
+        train(_config(tiny_model, data, tmp_path / "taken"))
+    with pytest.raises(LocomlxError, match="--target-modules mlp.nope_proj not found"):
+        train(_config(tiny_model, data, tmp_path / "y", target_modules="mlp.nope_proj"))
+    with pytest.raises(LocomlxError, match="--lora-rank must be at least 1"):
+        _config(tiny_model, data, tmp_path / "z", lora_rank=0)
+    bad_yaml = tmp_path / "train.yaml"
+    bad_yaml.write_text("lora_rnk: 8\n")
+    with pytest.raises(LocomlxError, match="unknown option\\(s\\) lora_rnk"):
+        load_config(bad_yaml, {})
+    with pytest.raises(LocomlxError, match="Nothing to resume"):
+        resume_config(tmp_path / "never")
+
+
+def test_cli_train_with_config_file(tiny_model, data, tmp_path):
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump({"dataset": str(data["train"]), "base_model": str(tiny_model), "epochs": 0.3,
+                                      "lora_rank": 2, "allow_small": True}))
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--output", str(tmp_path / "cli"),
+                                       "--lora-rank", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["steps"] >= 1 and summary["final_train_loss"] > 0
+    adapter_config = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
+    assert adapter_config["lora_parameters"]["rank"] == 4  # the flag overrides the file
