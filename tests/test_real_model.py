@@ -46,3 +46,39 @@ def test_cli_one_shot_on_real_model(real_model):
     assert result.exit_code == 0, result.output
     assert "Paris" in result.output
     assert result.output.strip().splitlines()[-1].startswith("[adapter: none (base model)")
+
+
+def test_training_a_real_adapter_changes_behaviour_on_held_out_examples(real_model, tmp_path):
+    """500+ examples on SmolLM2-135M in minutes; judged by answers to unseen reviews, not by loss."""
+    from locomlx.engine.engine import Engine
+    from locomlx.prompt import example_messages
+    from locomlx.train.config import load_config
+    from locomlx.train.trainer import train
+    from tests import tiny
+
+    # A label vocabulary of its own (yay/nay), so the base model cannot already do the task.
+    def relabel(rows):
+        words = {"positive": "yay", "negative": "nay"}
+        return [dict(r, instruction="Is this review positive or negative? Reply yay if positive, nay if negative.",
+                     output=words[r["output"]]) for r in rows]
+
+    train_file = tiny.write_jsonl(tmp_path / "train.jsonl", relabel(tiny.sentiment_examples(520, 1)))
+    held_out = relabel(tiny.sentiment_examples(40, 1, skip=700))
+    config = load_config(None, {"dataset": str(train_file), "output": str(tmp_path / "sentiment"), "epochs": 1,
+                                "lora_rank": 8, "max_seq_length": 128, "steps_per_eval": 40})
+    result = train(config)
+    assert result.state.train_seconds < 600
+
+    engine = Engine.load(real_model)
+    engine.load_adapter(result.output)
+
+    def accuracy(adapter):
+        right = 0
+        for row in held_out:
+            answer = engine.generate(example_messages(row["instruction"], row["input"]), adapter=adapter, max_tokens=4)
+            right += answer.text.strip().lower().rstrip(".") == row["output"]
+        return right / len(held_out)
+
+    base, trained = accuracy(None), accuracy("sentiment")
+    assert trained >= 0.9, (base, trained)
+    assert trained - base >= 0.3, (base, trained)

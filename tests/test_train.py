@@ -143,3 +143,22 @@ def test_cli_train_with_config_file(tiny_model, data, tmp_path):
     assert summary["steps"] >= 1 and summary["final_train_loss"] > 0
     adapter_config = json.loads((tmp_path / "cli" / "adapter_config.json").read_text())
     assert adapter_config["lora_parameters"]["rank"] == 4  # the flag overrides the file
+
+
+def test_answer_loss_equals_full_logits_reference(tiny_model):
+    """Scoring only the answer window gives the same loss as full logits masked to answer tokens."""
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.loop import answer_loss, answer_windows, collate
+
+    model = load_base(resolve_model(str(tiny_model)), "float32").model
+    items = [(list(range(5, 40)), 30), (list(range(50, 61)), 4), (list(range(70, 90)), 19)]
+    batch, lengths = collate(items)
+    loss, ntoks = answer_loss(model, batch, *answer_windows(lengths))
+    logits = model(batch[:, :-1])
+    logprobs = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
+    tokens = np.array(batch)
+    terms = [-logprobs[row, j, tokens[row, j + 1]] for row, (seq, offset) in enumerate(items)
+             for j in range(offset - 1, len(seq) - 1)]
+    assert ntoks.item() == len(terms) == 5 + 7 + 1
+    np.testing.assert_allclose(loss.item(), np.mean(terms), rtol=1e-5)

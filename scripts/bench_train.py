@@ -1,0 +1,213 @@
+#!/usr/bin/env python3
+"""Training throughput of `locomlx train` against mlx-lm's own trainer and PEFT, in one run.
+
+All three train the same rank-8 LoRA (every linear layer of every block) on the
+same float32 weights of the embedded model, on the same batches, for the same
+number of steps; each runs in its own process. Tokens/s counts prompt + answer
+tokens (padding excluded) over the steps after a warm-up.
+
+    python scripts/bench_train.py                 # locomlx vs mlx-lm (vs PEFT if torch + peft are installed)
+    python scripts/bench_train.py --steps 40 --json
+
+PEFT needs the optional extras: pip install -e ".[torch]" peft
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+
+WARMUP = 3
+RANK = 8
+KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
+        "mlp.up_proj", "mlp.down_proj"]
+
+
+def examples(n: int = 256, seed: int = 0) -> list[dict]:
+    """Synthetic instruction data of varied length (speed does not depend on content)."""
+    rng = random.Random(seed)
+    words = "the model reads a short text and answers the question about it with care and a clear reason".split()
+    rows = []
+    for _ in range(n):
+        text = " ".join(rng.choice(words) for _ in range(rng.randint(20, 90)))
+        rows.append({"instruction": "Summarize the text in a few words.", "input": text,
+                     "output": " ".join(rng.choice(words) for _ in range(rng.randint(3, 15)))})
+    return rows
+
+
+def encoded_data():
+    import locomlx  # noqa: F401
+    from locomlx.models.load import load_tokenizer_only
+    from locomlx.prompt import render_example
+
+    tokenizer = load_tokenizer_only(None)
+    return [render_example(tokenizer, r["instruction"], r["input"], r["output"]) for r in examples()]
+
+
+def encoded_batches(settings: dict):
+    """The exact batches locomlx's loop sees (its batch plan is a pure function of seed and step)."""
+    from locomlx.train.loop import BatchPlan
+
+    data = encoded_data()
+    plan = BatchPlan(data, settings["batch_size"], seed=0)
+    return [[data[i] for i in plan.indices(step)] for step in range(settings["steps"])]
+
+
+def _timed(step_fn, batches) -> dict:
+    tokens, seconds = 0, 0.0
+    for i, batch in enumerate(batches):
+        tic = time.perf_counter()
+        step_fn(batch)
+        if i >= WARMUP:
+            seconds += time.perf_counter() - tic
+            tokens += sum(len(t) for t, _ in batch)
+    return {"tokens_per_second": tokens / seconds, "timed_steps": len(batches) - WARMUP}
+
+
+def run_locomlx(settings: dict) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.config import TrainConfig
+    from locomlx.train.loop import BatchPlan, add_lora_layers, run_loop
+
+    data = encoded_data()
+    steps_per_epoch = BatchPlan(data, settings["batch_size"], seed=0).steps_per_epoch
+    base = load_base(resolve_model(None), "float32")
+    config = TrainConfig(dataset="-", output="-", lora_rank=RANK, lora_alpha=2 * RANK, target_modules=KEYS,
+                         batch_size=settings["batch_size"], lr=1e-4, seed=0, steps_per_eval=10**9,
+                         steps_per_save=10**9, epochs=(settings["steps"] - 0.5) / steps_per_epoch)
+    add_lora_layers(base.model, config)
+    marks = []
+    with tempfile.TemporaryDirectory() as tmp:
+        run_loop(base.model, data, [], config, Path(tmp) / "checkpoint", False,
+                 lambda state, point: marks.append((state.train_seconds, state.trained_tokens)))
+    (s0, k0), (s1, k1) = marks[WARMUP - 1], marks[-1]
+    return {"tokens_per_second": (k1 - k0) / (s1 - s0), "timed_steps": len(marks) - WARMUP}
+
+
+def run_mlx_lm(settings: dict) -> dict:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx.optimizers as optim
+    from mlx_lm.tuner.trainer import default_loss
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.loop import collate
+
+    batches = encoded_batches(settings)
+    model = load_base(resolve_model(None), "float32").model
+    model.freeze()
+    linear_to_lora_layers(model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0, "keys": KEYS})
+    optimizer = optim.Adam(learning_rate=1e-4)
+    loss_and_grad = nn.value_and_grad(model, default_loss)
+    model.train()
+
+    # mlx-lm's trainer step as `mlx_lm lora` runs it (compiled, state in and out).
+    state = [model.state, optimizer.state, mx.random.state]
+
+    @__import__("functools").partial(mx.compile, inputs=state, outputs=state)
+    def step(batch, lengths):
+        (loss, ntoks), grad = loss_and_grad(model, batch, lengths)
+        optimizer.update(model, grad)
+        return loss, ntoks
+
+    def one(batch):
+        loss, _ = step(*collate(batch))
+        mx.eval(state, loss)
+
+    return _timed(one, batches)
+
+
+def run_peft(settings: dict) -> dict:
+    import numpy as np
+    import torch
+    from mlx.utils import tree_flatten
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.loop import PAD_MULTIPLE
+
+    batches = encoded_batches(settings)
+    base = load_base(resolve_model(None), "float32")
+    state = {k: torch.from_numpy(np.array(v)) for k, v in tree_flatten(base.model.parameters())}
+    config = {k: v for k, v in base.config.items() if k not in ("quantization", "locomlx_source")}
+    model = LlamaForCausalLM(LlamaConfig(**config))
+    model.load_state_dict(state, strict=False)
+    model.tie_weights()
+    model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
+                                             target_modules=[k.split(".")[1] for k in KEYS]))
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+
+    def one(batch):
+        longest = max(len(t) for t, _ in batch)
+        width = PAD_MULTIPLE * -(-longest // PAD_MULTIPLE)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        for row, (tokens, offset) in enumerate(batch):
+            ids[row, : len(tokens)] = torch.tensor(tokens)
+            labels[row, offset: len(tokens)] = torch.tensor(tokens[offset:])
+        loss = model(input_ids=ids, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+    return _timed(one, batches)
+
+
+RUNNERS = {"locomlx": run_locomlx, "mlx_lm": run_mlx_lm, "peft": run_peft}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    settings = {"steps": args.steps, "batch_size": args.batch_size}
+    if args.worker:
+        if args.worker != "peft":
+            import locomlx  # noqa: F401  (CBLAS preload before mlx.core)
+        print(json.dumps(RUNNERS[args.worker](settings)))
+        return
+    names = ["locomlx", "mlx_lm"]
+    if all(importlib.util.find_spec(m) for m in ("torch", "peft", "transformers")):
+        names.append("peft")
+    results = {}
+    for name in names:
+        env = dict(os.environ)
+        if name == "peft":
+            env["LOCOMLX_BLAS"] = "none"  # a preloaded BLAS slows torch ~9x (thread pools fight)
+        print(f"training with {name} ...", file=sys.stderr)
+        done = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
+                               "--batch-size", str(args.batch_size)], capture_output=True, text=True, env=env)
+        if done.returncode:
+            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+    if args.json:
+        print(json.dumps({"settings": settings, "results": results}, indent=2))
+        return
+    ours = results["locomlx"]["tokens_per_second"]
+    print(f"LoRA training, rank {RANK} on all linear layers, batch {args.batch_size}, {args.steps} steps "
+          f"({WARMUP} warm-up), SmolLM2-135M float32")
+    for name, r in results.items():
+        ratio = "" if name == "locomlx" else f"   locomlx / {name} = {ours / r['tokens_per_second']:.2f}x"
+        print(f"  {name:8s} {r['tokens_per_second']:8.0f} tokens/s{ratio}")
+
+
+if __name__ == "__main__":
+    main()

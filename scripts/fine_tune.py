@@ -1,0 +1,16 @@
+#!/usr/bin/env python3
+"""Train a LoRA adapter: the contributing guide's entry point, identical to `locomlx train`.
+
+    python scripts/fine_tune.py --base-model smollm2-135m --dataset data/train.jsonl \
+        --output adapters/my-skill --lora-rank 16 --epochs 3 --lr 2e-4 --batch-size 4 --max-seq-length 1024
+
+Every flag of `locomlx train --help` works here.
+"""
+
+import sys
+
+import locomlx  # noqa: F401  (first: preloads the fast CBLAS)
+from locomlx.cli import main
+
+if __name__ == "__main__":
+    main(["train", *sys.argv[1:]], prog_name="fine_tune.py")
