@@ -321,5 +321,65 @@ def train_command(config_file, resume, as_json, **options):
                    f"final loss {summary['final_train_loss']:.3f}). Try it: locomlx chat --adapter {result.output}")
 
 
+def _eval_progress():
+    def show(label, done, total):
+        click.echo(f"\r  {label}: {done}/{total}".ljust(70), nl=done == total, err=True)
+
+    return show
+
+
+@main.command("eval")
+@click.argument("adapter", required=False, metavar="ADAPTER")
+@base_model_option
+@click.option("--benchmark", default=None, metavar="FILE", help="Benchmark JSONL [ADAPTER/eval/benchmark.jsonl].")
+@click.option("--metric", default=None, type=click.Choice(["exact_match", "choice", "rouge_l"]),
+              help="Override the benchmark's metric.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Score only the first N examples.")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts generated together.")
+@click.option("--adapters-dir", default=None, metavar="DIR", help="Library whose benchmarks are the out-of-domain check.")
+@click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
+@click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the report.")
+def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir, no_ood, as_json):
+    """Evaluate an adapter against the base model; exit code 0 = PASS, 2 = FAIL.
+
+    Runs adapter and base (greedy, batched) on the adapter's benchmark, then
+    on every other benchmark in the adapter library (out of domain), and
+    reports scores with 95% bootstrap intervals, the improvement, a paired
+    significance test (McNemar / paired bootstrap) and the verdict: PASS needs
+    a significant in-domain gain and no benchmark more than 5 points below
+    the base. Writes ADAPTER/eval/{results,base_results,ood_results}.json and
+    outputs.jsonl. Without ADAPTER, scores the base model on --benchmark.
+
+    \b
+    Examples:
+      locomlx eval adapters/sentiment
+      locomlx eval adapters/sentiment --limit 50 --no-ood
+      locomlx eval --benchmark data/benchmark.jsonl          # base model only
+    """
+    from locomlx.adapters.library import find_adapter, library_dir
+    from locomlx.eval.evaluate import evaluate_adapter, format_report
+    from locomlx.eval.run import InferenceConfig, run_benchmark
+
+    inference = InferenceConfig(max_tokens=max_tokens, limit=limit, batch_size=batch_size)
+    library = library_dir(adapters_dir)
+    if adapter is None:
+        if not benchmark:
+            raise LocomlxError("Give an ADAPTER, or --benchmark FILE to score the base model alone.")
+        from locomlx.engine.engine import Engine
+
+        run = run_benchmark(Engine.load(base_model), benchmark, None, metric, inference, _eval_progress())
+        if as_json:
+            click.echo(json.dumps(run.to_dict(), indent=2))
+        else:
+            click.echo(f"base on {benchmark}: {run.metric} {run.score:.3f} 95% CI [{run.ci.low:.3f}, {run.ci.high:.3f}] "
+                       f"({run.n_examples} examples, {run.seconds:.0f} s)")
+        return
+    evaluation = evaluate_adapter(find_adapter(adapter, library), library, base_model, benchmark, metric, inference,
+                                  ood=not no_ood, on_progress=_eval_progress())
+    click.echo(json.dumps(evaluation.results, indent=2) if as_json else format_report(evaluation))
+    sys.exit(0 if evaluation.results["passed"] else 2)
+
+
 if __name__ == "__main__":
     main()

@@ -49,9 +49,9 @@ def test_cli_one_shot_on_real_model(real_model):
 
 
 def test_training_a_real_adapter_changes_behaviour_on_held_out_examples(real_model, tmp_path):
-    """500+ examples on SmolLM2-135M in minutes; judged by answers to unseen reviews, not by loss."""
-    from locomlx.engine.engine import Engine
-    from locomlx.prompt import example_messages
+    """500+ examples on SmolLM2-135M in minutes; judged by `locomlx eval` on unseen reviews, not by loss."""
+    from locomlx.eval.evaluate import evaluate_adapter, format_report
+    from locomlx.eval.run import InferenceConfig
     from locomlx.train.config import load_config
     from locomlx.train.trainer import train
     from tests import tiny
@@ -62,23 +62,24 @@ def test_training_a_real_adapter_changes_behaviour_on_held_out_examples(real_mod
         return [dict(r, instruction="Is this review positive or negative? Reply yay if positive, nay if negative.",
                      output=words[r["output"]]) for r in rows]
 
-    train_file = tiny.write_jsonl(tmp_path / "train.jsonl", relabel(tiny.sentiment_examples(520, 1)))
-    held_out = relabel(tiny.sentiment_examples(40, 1, skip=700))
-    config = load_config(None, {"dataset": str(train_file), "output": str(tmp_path / "sentiment"), "epochs": 1,
-                                "lora_rank": 8, "max_seq_length": 128, "steps_per_eval": 40})
+    train_file = tiny.write_jsonl(tmp_path / "data" / "train.jsonl", relabel(tiny.sentiment_examples(520, 1)))
+    bench_file = tiny.write_jsonl(tmp_path / "data" / "benchmark.jsonl", relabel(tiny.sentiment_examples(60, 1, skip=700)))
+    geography = [{"instruction": f"What is the capital of {country}?", "input": "", "output": city}
+                 for country, city in [("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Spain", "Madrid"),
+                                       ("Germany", "Berlin")] * 10]
+    tiny.write_jsonl(tmp_path / "library" / "geography" / "eval" / "benchmark.jsonl",
+                     [dict(row, input=f"(question {i})") for i, row in enumerate(geography)])
+    config = load_config(None, {"dataset": str(train_file), "benchmark": str(bench_file),
+                                "output": str(tmp_path / "library" / "sentiment"), "epochs": 1, "lora_rank": 8,
+                                "max_seq_length": 128, "steps_per_eval": 40, "adapters_dir": str(tmp_path / "library")})
     result = train(config)
     assert result.state.train_seconds < 600
 
-    engine = Engine.load(real_model)
-    engine.load_adapter(result.output)
-
-    def accuracy(adapter):
-        right = 0
-        for row in held_out:
-            answer = engine.generate(example_messages(row["instruction"], row["input"]), adapter=adapter, max_tokens=4)
-            right += answer.text.strip().lower().rstrip(".") == row["output"]
-        return right / len(held_out)
-
-    base, trained = accuracy(None), accuracy("sentiment")
-    assert trained >= 0.9, (base, trained)
-    assert trained - base >= 0.3, (base, trained)
+    evaluation = evaluate_adapter(result.output, tmp_path / "library", inference=InferenceConfig(max_tokens=8))
+    results = evaluation.results
+    assert results["adapter_score"] >= 0.9, format_report(evaluation)
+    assert results["improvement"] >= 0.3 and results["significant"], format_report(evaluation)
+    assert len(results["ood"]) == 1
+    for name in ("results.json", "base_results.json", "ood_results.json", "outputs.jsonl"):
+        assert (result.output / "eval" / name).is_file()
+    assert "PASS" in format_report(evaluation) or "out-of-domain degradation" in format_report(evaluation)

@@ -63,6 +63,22 @@ class Generation:
 
 
 @dataclass
+class BatchGeneration:
+    """Answers to many prompts generated together, with the batch's throughput."""
+
+    texts: list[str]
+    adapter: str | None
+    prompt_tokens: int
+    generation_tokens: int
+    seconds: float
+    truncated: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.generation_tokens / self.seconds if self.seconds else 0.0
+
+
+@dataclass
 class EngineTimings:
     base_load_seconds: float = 0.0
     last_switch_seconds: float = 0.0
@@ -170,6 +186,33 @@ class Engine:
 
     # --- generation ---------------------------------------------------------------------
 
+    def _fit(self, messages: list[dict], max_tokens: int) -> tuple[list[int], bool]:
+        if max_tokens < 1:
+            raise LocomlxError("max_tokens must be at least 1.")
+        budget = self.base.context_length - max_tokens
+        if budget < 8:
+            raise LocomlxError(f"max_tokens={max_tokens} leaves no room for a prompt in a {self.base.context_length}-token context.")
+        return fit_prompt(self.tokenizer, messages, budget)
+
+    def generate_batch(self, conversations: list[list[dict]], adapter: str | None = None, max_tokens: int = 256,
+                       batch_size: int = 16) -> BatchGeneration:
+        """Greedy answers to many conversations with one adapter, generated in batches (mlx-lm's batch generation)."""
+        from mlx_lm.generate import batch_generate
+
+        fitted = [self._fit(messages, max_tokens) for messages in conversations]
+        self.select(adapter)
+        start = time.perf_counter()
+        texts, generated = [], 0
+        for i in range(0, len(fitted), batch_size):
+            prompts = [tokens for tokens, _ in fitted[i:i + batch_size]]
+            response = batch_generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens,
+                                      return_token_ids=True, stream=compute_stream(),
+                                      completion_batch_size=batch_size, prefill_batch_size=batch_size)
+            texts += response.texts
+            generated += sum(len(ids) for ids in response.token_ids)
+        return BatchGeneration(texts, adapter, sum(len(t) for t, _ in fitted), generated,
+                               time.perf_counter() - start, sum(cut for _, cut in fitted))
+
     def generate(
         self,
         messages: list[dict],
@@ -187,12 +230,7 @@ class Engine:
         from mlx_lm.generate import stream_generate
         from mlx_lm.sample_utils import make_sampler
 
-        if max_tokens < 1:
-            raise LocomlxError("max_tokens must be at least 1.")
-        budget = self.base.context_length - max_tokens
-        if budget < 8:
-            raise LocomlxError(f"max_tokens={max_tokens} leaves no room for a prompt in a {self.base.context_length}-token context.")
-        tokens, truncated = fit_prompt(self.tokenizer, messages, budget)
+        tokens, truncated = self._fit(messages, max_tokens)
         if truncated:
             warnings.warn(f"locomlx: the prompt was cut to {len(tokens)} tokens to fit the model's context.", stacklevel=2)
         switch = self.select(adapter)

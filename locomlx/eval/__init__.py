@@ -1,0 +1,1 @@
+"""Evaluation: metrics per example, statistics over a benchmark."""

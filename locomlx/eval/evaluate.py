@@ -1,0 +1,157 @@
+"""`locomlx eval ADAPTER`: adapter vs base in-domain, then out-of-domain, with significance and a verdict.
+
+Acceptance (the contributing rules): a significant in-domain gain (paired test,
+p < 0.05) and no other benchmark more than 5 points below the base model.
+Writes `eval/results.json` (validated), `eval/base_results.json`,
+`eval/ood_results.json` and `eval/outputs.jsonl` (one line per answer).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import mlx.core as mx
+
+from locomlx import __version__, blas
+from locomlx.data.checks import library_benchmarks
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+from locomlx.eval.results import validate_results
+from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark, write_json_atomic
+from locomlx.eval.stats import paired_p_value
+
+MAX_OOD_DEGRADATION = 0.05
+SIGNIFICANCE = 0.05
+
+
+@dataclass
+class Evaluation:
+    adapter: BenchmarkRun
+    base: BenchmarkRun
+    ood: list[tuple[BenchmarkRun, BenchmarkRun]]
+    results: dict
+
+
+def hardware() -> str:
+    lib = blas.preload().path
+    return (f"{platform.machine()}, {os.cpu_count()} CPUs, MLX device {mx.default_device()}, "
+            f"BLAS {Path(lib).name if lib else 'bundled'}")
+
+
+def _ood_entry(adapter_run: BenchmarkRun, base_run: BenchmarkRun) -> dict:
+    return {"benchmark": adapter_run.benchmark, "metric": adapter_run.metric, "n_examples": adapter_run.n_examples,
+            "adapter_score": adapter_run.score, "base_model_score": base_run.score,
+            "degradation": base_run.score - adapter_run.score}
+
+
+def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | None = None,
+                     benchmark: str | Path | None = None, metric: str | None = None,
+                     inference: InferenceConfig = InferenceConfig(), ood: bool = True,
+                     on_progress: Callable[[str, int, int], None] | None = None) -> Evaluation:
+    started = time.perf_counter()
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        raise LocomlxError(f"{adapter_dir} is not an adapter directory (no adapter_config.json).")
+    base_model = base_model or json.loads(config_path.read_text()).get("base_model")
+    benchmark = Path(benchmark or adapter_dir / "eval" / "benchmark.jsonl")
+    if not benchmark.is_file():
+        raise LocomlxError(f"No benchmark at {benchmark}; pass --benchmark FILE or train with --benchmark.")
+    engine = Engine.load(base_model)
+    name = adapter_dir.name
+    engine.load_adapter(adapter_dir, name)
+
+    def progress(label):
+        return (lambda done, total: on_progress(label, done, total)) if on_progress else None
+
+    adapter_run = run_benchmark(engine, benchmark, name, metric, inference, progress(f"{name} on {benchmark.name}"))
+    base_run = run_benchmark(engine, benchmark, None, metric, inference, progress(f"base on {benchmark.name}"))
+    ood_runs = []
+    if ood:
+        for other in library_benchmarks(library):
+            if other.resolve() == benchmark.resolve() or other.read_bytes() == benchmark.read_bytes():
+                continue
+            label = other.parent.parent.name
+            ood_runs.append((run_benchmark(engine, other, name, None, inference, progress(f"{name} on {label}")),
+                             run_benchmark(engine, other, None, None, inference, progress(f"base on {label}"))))
+
+    improvement = adapter_run.score - base_run.score
+    p_value = paired_p_value([e.score for e in adapter_run.examples], [e.score for e in base_run.examples])
+    ood_entries = [_ood_entry(a, b) for a, b in ood_runs]
+    degradation = max([0.0] + [e["degradation"] for e in ood_entries])
+    significant = p_value < SIGNIFICANCE and improvement > 0
+    quantization = engine.base.config.get("quantization")
+    results = {
+        "adapter": name,
+        "base_model": engine.base.resolved.reference,
+        "quantization": (f"{quantization['bits']}-bit" if quantization else "none")
+                        + f" (computed in {engine.base.compute_dtype})",
+        "benchmark": str(benchmark),
+        "benchmark_sha256": adapter_run.benchmark_sha256,
+        "n_examples": adapter_run.n_examples,
+        "metric": adapter_run.metric,
+        "adapter_score": adapter_run.score,
+        "base_model_score": base_run.score,
+        "improvement": improvement,
+        "relative_improvement": improvement / base_run.score if base_run.score else None,
+        "adapter_ci95": [adapter_run.ci.low, adapter_run.ci.high],
+        "base_model_ci95": [base_run.ci.low, base_run.ci.high],
+        "p_value": p_value,
+        "significant": significant,
+        "ood": ood_entries,
+        "ood_degradation": degradation,
+        "passed": significant and degradation <= MAX_OOD_DEGRADATION,
+        "inference": adapter_run.inference.__dict__,
+        "hardware": hardware(),
+        "locomlx_version": __version__,
+        "duration_seconds": time.perf_counter() - started,
+        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    problems = validate_results(results)
+    if problems:  # a bug in this module, never the user's input
+        raise RuntimeError("\n".join(problems))
+    out = adapter_dir / "eval"
+    write_json_atomic(out / "results.json", results)
+    write_json_atomic(out / "base_results.json", base_run.to_dict())
+    write_json_atomic(out / "ood_results.json", [{"adapter": a.to_dict(), "base": b.to_dict()} for a, b in ood_runs])
+    lines = "".join(json.dumps({"model": run.model, "line": e.line, "reference": e.reference, "output": e.output,
+                                "extracted": e.extracted, "score": e.score}) + "\n"
+                    for run in (adapter_run, base_run) for e in run.examples)
+    tmp = out / ".outputs.jsonl.tmp"
+    tmp.write_text(lines)
+    tmp.replace(out / "outputs.jsonl")
+    return Evaluation(adapter_run, base_run, ood_runs, results)
+
+
+def format_report(evaluation: Evaluation) -> str:
+    r = evaluation.results
+    rel = f" ({r['relative_improvement']:+.0%} relative)" if r["relative_improvement"] is not None else ""
+    lines = [
+        f"{r['adapter']} on {r['benchmark']} ({r['n_examples']} examples, {r['metric']})",
+        f"  adapter {r['adapter_score']:.3f}  95% CI [{r['adapter_ci95'][0]:.3f}, {r['adapter_ci95'][1]:.3f}]",
+        f"  base    {r['base_model_score']:.3f}  95% CI [{r['base_model_ci95'][0]:.3f}, {r['base_model_ci95'][1]:.3f}]",
+        f"  improvement {r['improvement']:+.3f}{rel}, paired p = {r['p_value']:.2g} "
+        f"({'significant' if r['significant'] else 'not significant'})",
+    ]
+    if r["ood"]:
+        lines.append("  out of domain (base - adapter; at most 0.05 allowed):")
+        for e in r["ood"]:
+            lines.append(f"    {e['benchmark']}: adapter {e['adapter_score']:.3f}, base {e['base_model_score']:.3f}, "
+                         f"degradation {e['degradation']:+.3f}")
+    else:
+        lines.append("  out of domain: no other benchmarks in the adapter library")
+    lines.append(f"{'PASS' if r['passed'] else 'FAIL'}: " + (
+        "significant in-domain gain, out-of-domain within 5 points" if r["passed"] else
+        "; ".join(filter(None, [
+            None if r["significant"] else "no significant in-domain gain",
+            None if r["ood_degradation"] <= MAX_OOD_DEGRADATION else
+            f"out-of-domain degradation {r['ood_degradation']:.3f} > 0.05",
+        ]))))
+    return "\n".join(lines)

@@ -1,0 +1,169 @@
+"""Run one model (base, or base + adapter) over a benchmark and score every answer.
+
+Answers are greedy and generated in batches; each example's output, extracted
+answer and score are kept so failures can be inspected. Base-model runs are
+cached by (base model, benchmark hash, inference config), so the base is not
+re-run for every adapter evaluated against it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from locomlx.data.checks import check_file
+from locomlx.data.records import Example
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+from locomlx.eval import metrics
+from locomlx.eval.stats import Interval, bootstrap_ci
+from locomlx.models.resolve import cache_dir
+from locomlx.prompt import example_messages
+
+METRICS = ("exact_match", "choice", "rouge_l")
+PLANNED_METRICS = ("pass@1", "judge")
+
+
+@dataclass
+class InferenceConfig:
+    max_tokens: int = 256
+    limit: int | None = None
+    batch_size: int = 16
+    decoding: str = "greedy"
+
+
+@dataclass
+class ExampleResult:
+    line: int
+    reference: str
+    output: str
+    extracted: str
+    score: float
+
+
+@dataclass
+class BenchmarkRun:
+    model: str  # "base" or the adapter name
+    benchmark: str
+    benchmark_sha256: str
+    metric: str
+    score: float
+    ci: Interval
+    n_examples: int
+    seconds: float
+    generation_tokens_per_second: float
+    inference: InferenceConfig
+    examples: list[ExampleResult] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "BenchmarkRun":
+        data = dict(data)
+        data["ci"] = Interval(**data["ci"])
+        data["inference"] = InferenceConfig(**data["inference"])
+        data["examples"] = [ExampleResult(**e) for e in data["examples"]]
+        return cls(**data)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_benchmark(path: str | Path) -> list[Example]:
+    report = check_file(path, "benchmark", allow_small=True)
+    if report.errors:
+        raise LocomlxError("The benchmark has problems:\n" + "\n".join(map(str, report.errors[:30])))
+    return report.examples
+
+
+def choose_metric(examples: list[Example], override: str | None) -> str:
+    named = {ex.extra.get("metric") for ex in examples if ex.extra.get("metric")}
+    if override:
+        metric = override
+    elif len(named) > 1:
+        raise LocomlxError(f"The benchmark mixes metrics {sorted(named)}; split it or pass --metric.")
+    else:
+        metric = named.pop() if named else "exact_match"
+    if metric in PLANNED_METRICS:
+        raise LocomlxError(f"Metric '{metric}' is not available yet (available: {', '.join(METRICS)}).")
+    if metric not in METRICS:
+        raise LocomlxError(f"Unknown metric '{metric}' (available: {', '.join(METRICS)}).")
+    if metric == "choice":
+        missing = [ex.line for ex in examples if not isinstance(ex.extra.get("choices"), list)]
+        if missing:
+            raise LocomlxError(f"Metric 'choice' needs a 'choices' list on every row; missing on lines {missing[:10]}.")
+    return metric
+
+
+def score_answer(metric: str, output: str, example: Example) -> metrics.Score:
+    if metric == "exact_match":
+        return metrics.exact_match(output, example.output)
+    if metric == "choice":
+        return metrics.choice(output, example.output, example.extra["choices"])
+    return metrics.rouge_l(output, example.output)
+
+
+def _base_cache_path(engine: Engine, sha: str, metric: str, inference: InferenceConfig) -> Path:
+    base = engine.base.resolved
+    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, metric, asdict(inference)])
+    return cache_dir() / "eval" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = None, metric: str | None = None,
+                  inference: InferenceConfig = InferenceConfig(),
+                  on_progress: Callable[[int, int], None] | None = None) -> BenchmarkRun:
+    """Answer and score every example (or the first `inference.limit`) with `adapter` (None = base)."""
+    benchmark = Path(benchmark)
+    examples = load_benchmark(benchmark)
+    if inference.limit:
+        examples = examples[: inference.limit]
+    metric = choose_metric(examples, metric)
+    sha = _sha256(benchmark)
+    cache = _base_cache_path(engine, sha, metric, inference) if adapter is None else None
+    if cache is not None and cache.is_file():
+        return BenchmarkRun.from_dict(json.loads(cache.read_text()))
+
+    start = time.perf_counter()
+    outputs: list[str] = []
+    tokens = 0
+    generation_seconds = 0.0
+    for i in range(0, len(examples), inference.batch_size):
+        chunk = examples[i:i + inference.batch_size]
+        batch = engine.generate_batch([example_messages(ex.instruction, ex.input) for ex in chunk], adapter,
+                                      inference.max_tokens, inference.batch_size)
+        outputs += batch.texts
+        tokens += batch.generation_tokens
+        generation_seconds += batch.seconds
+        if on_progress:
+            on_progress(len(outputs), len(examples))
+    results = []
+    for ex, output in zip(examples, outputs):
+        score = score_answer(metric, output, ex)
+        results.append(ExampleResult(ex.line, ex.output, output, score.extracted, score.value))
+    values = [r.score for r in results]
+    run = BenchmarkRun(
+        model=adapter or "base", benchmark=str(benchmark), benchmark_sha256=sha, metric=metric,
+        score=sum(values) / len(values), ci=bootstrap_ci(values), n_examples=len(values),
+        seconds=time.perf_counter() - start,
+        generation_tokens_per_second=tokens / generation_seconds if generation_seconds else 0.0,
+        inference=inference, examples=results,
+    )
+    if cache is not None:
+        write_json_atomic(cache, run.to_dict())
+    return run
+
+
+def write_json_atomic(path: Path, data) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2)
+    os.replace(tmp, path)
