@@ -91,26 +91,37 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
     }
 
 
-def _transformers_worker(settings: BenchSettings) -> dict:
-    """transformers' LlamaForCausalLM with the very weights locomlx computes with (dequantized to float32)."""
+def transformers_twin(base_model: str | None):
+    """transformers' LlamaForCausalLM holding the very weights locomlx computes with (dequantized to float32).
+
+    The peer of every benchmark against torch: same weights, so only the engines differ.
+    Returns (model, its config dict, seconds spent building it).
+    """
     import numpy as np
     import torch
+    from mlx.utils import tree_flatten
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from locomlx.models.load import load_base
     from locomlx.models.resolve import resolve_model
 
-    base = load_base(resolve_model(settings.base_model), "float32")
-    from mlx.utils import tree_flatten
-
+    base = load_base(resolve_model(base_model), "float32")
     state = {k: torch.from_numpy(np.array(v)) for k, v in tree_flatten(base.model.parameters())}
     config = {k: v for k, v in base.config.items() if k not in ("quantization", "locomlx_source")}
     start = time.perf_counter()
-    model = LlamaForCausalLM(LlamaConfig(**config)).eval()
-    model.load_state_dict(state, strict=False)
+    model = LlamaForCausalLM(LlamaConfig(**config))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if [k for k in missing if k != "lm_head.weight"] or unexpected:
+        raise RuntimeError(f"weights do not line up with transformers: missing {missing}, unexpected {unexpected}")
     model.tie_weights()
-    load_seconds = time.perf_counter() - start
-    del base, state
+    return model, config, time.perf_counter() - start
+
+
+def _transformers_worker(settings: BenchSettings) -> dict:
+    import torch
+
+    model, config, load_seconds = transformers_twin(settings.base_model)
+    model.eval()
     tokens = torch.tensor([_prompt_ids(config["vocab_size"], settings.prompt_tokens)])
 
     def prefill() -> float:

@@ -332,7 +332,7 @@ def _eval_progress():
 @click.argument("adapter", required=False, metavar="ADAPTER")
 @base_model_option
 @click.option("--benchmark", default=None, metavar="FILE", help="Benchmark JSONL [ADAPTER/eval/benchmark.jsonl].")
-@click.option("--metric", default=None, type=click.Choice(["exact_match", "choice", "rouge_l"]),
+@click.option("--metric", default=None, type=click.Choice(["exact_match", "choice", "rouge_l", "pass@1", "judge"]),
               help="Override the benchmark's metric.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Score only the first N examples.")
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
@@ -368,7 +368,9 @@ def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batc
             raise LocomlxError("Give an ADAPTER, or --benchmark FILE to score the base model alone.")
         from locomlx.engine.engine import Engine
 
-        run = run_benchmark(Engine.load(base_model), benchmark, None, metric, inference, _eval_progress())
+        show = _eval_progress()
+        run = run_benchmark(Engine.load(base_model), benchmark, None, metric, inference,
+                            lambda done, total: show(f"base on {benchmark}", done, total))
         if as_json:
             click.echo(json.dumps(run.to_dict(), indent=2))
         else:

@@ -130,23 +130,14 @@ def run_mlx_lm(settings: dict) -> dict:
 
 
 def run_peft(settings: dict) -> dict:
-    import numpy as np
     import torch
-    from mlx.utils import tree_flatten
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaConfig, LlamaForCausalLM
 
-    from locomlx.models.load import load_base
-    from locomlx.models.resolve import resolve_model
+    from locomlx.bench import transformers_twin
     from locomlx.train.loop import PAD_MULTIPLE
 
     batches = encoded_batches(settings)
-    base = load_base(resolve_model(None), "float32")
-    state = {k: torch.from_numpy(np.array(v)) for k, v in tree_flatten(base.model.parameters())}
-    config = {k: v for k, v in base.config.items() if k not in ("quantization", "locomlx_source")}
-    model = LlamaForCausalLM(LlamaConfig(**config))
-    model.load_state_dict(state, strict=False)
-    model.tie_weights()
+    model, _, _ = transformers_twin(None)
     model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
                                              target_modules=[k.split(".")[1] for k in KEYS]))
     model.train()

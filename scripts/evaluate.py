@@ -28,7 +28,7 @@ def main() -> int:
     parser.add_argument("--benchmark", help="benchmark JSONL (default: ADAPTER/eval/benchmark.jsonl)")
     parser.add_argument("--output", help="where to write the results JSON")
     parser.add_argument("--base-model", default=None)
-    parser.add_argument("--metric", choices=["exact_match", "choice", "rouge_l"])
+    parser.add_argument("--metric", choices=["exact_match", "choice", "rouge_l", "pass@1", "judge"])
     parser.add_argument("--limit", type=int)
     parser.add_argument("--max-tokens", type=int, default=256)
     parser.add_argument("--adapters-dir", default=None)

@@ -66,8 +66,10 @@ def test_metric_choice_rules(tmp_path):
     assert choose_metric(plain, None) == "exact_match"
     with pytest.raises(LocomlxError, match="needs a 'choices' list on every row; missing on lines \\[1, 2, 3, 4\\]"):
         choose_metric(plain, "choice")
-    with pytest.raises(LocomlxError, match="'pass@1' is not available yet"):
+    with pytest.raises(LocomlxError, match="'pass@1' needs a 'tests' str on every row"):
         choose_metric(plain, "pass@1")
+    with pytest.raises(LocomlxError, match="Unknown metric 'bleu'"):
+        choose_metric(plain, "bleu")
 
 
 def test_evaluate_writes_valid_results_and_reports_fail(tiny_model, library):
@@ -104,3 +106,44 @@ def test_missing_benchmark_is_explained(tiny_model, tmp_path):
     adapter = tiny.make_adapter(tmp_path / "lonely", tiny_model, rank=2)
     with pytest.raises(LocomlxError, match="No benchmark at .*pass --benchmark FILE"):
         evaluate_adapter(adapter, tmp_path, str(tiny_model))
+
+
+def test_cli_scores_the_base_model_alone(tiny_model, library):
+    bench = library / "beta" / "eval" / "benchmark.jsonl"
+    result = CliRunner().invoke(main, ["eval", "--benchmark", str(bench), "--base-model", str(tiny_model),
+                                       "--max-tokens", "3", "--metric", "rouge_l"])
+    assert result.exit_code == 0, result.output
+    assert f"base on {bench}: rouge_l" in result.output and "95% CI" in result.output
+    missing = CliRunner().invoke(main, ["eval", "--base-model", str(tiny_model)])
+    assert missing.exit_code == 1 and "Give an ADAPTER, or --benchmark FILE" in missing.output
+
+
+def test_pass_at_1_scores_code_in_the_sandbox(engine, tmp_path):
+    """A benchmark whose reference passes its tests, scored on a stub model answer through the real path."""
+    from locomlx.data.records import Example
+    from locomlx.eval.run import score_answer
+
+    example = Example(1, "Complete the function.", "def add(a, b):\n", "    return a + b\n",
+                      {"tests": "assert add(2, 3) == 5\n", "metric": "pass@1"})
+    assert score_answer("pass@1", "```python\ndef add(a, b):\n    return a + b\n```", example).value == 1.0
+    assert score_answer("pass@1", "    return a * b\n", example).value == 0.0
+    assert score_answer("pass@1", "    while True: pass\n", example).extracted in ("timeout", "failed")
+
+
+def test_judge_grades_k_times_and_reports_the_spread(engine, tmp_path):
+    from locomlx.eval.judge import JudgeSettings, judge_scores, parse_grade
+
+    assert parse_grade("8/10, mostly right") == 8.0 and parse_grade("Grade: 10") == 10.0
+    assert parse_grade("no idea") is None
+    scores, passes = judge_scores(engine, ["q1", "q2"], ["r1", "r2"], ["a1", "a2"], JudgeSettings(k=3, seed=5))
+    assert len(scores) == 2 and len(passes) == 3
+    assert all(0.0 <= s.value <= 1.0 and s.extracted.startswith("grades ") for s in scores)
+    again, _ = judge_scores(engine, ["q1", "q2"], ["r1", "r2"], ["a1", "a2"], JudgeSettings(k=3, seed=5))
+    assert again == scores  # seeded sampling: the same grades
+
+
+def test_judge_metric_end_to_end(tiny_model, tmp_path):
+    bench = tiny.write_jsonl(tmp_path / "judged.jsonl", [dict(r, metric="judge") for r in tiny.sentiment_examples(4, 0)])
+    run = run_benchmark(Engine.load(str(tiny_model), "float32"), bench, None, None, InferenceConfig(max_tokens=3))
+    assert run.metric == "judge" and len(run.judge_pass_scores) == 3
+    assert run.score == pytest.approx(sum(run.judge_pass_scores) / 3)

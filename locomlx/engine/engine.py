@@ -195,18 +195,25 @@ class Engine:
         return fit_prompt(self.tokenizer, messages, budget)
 
     def generate_batch(self, conversations: list[list[dict]], adapter: str | None = None, max_tokens: int = 256,
-                       batch_size: int = 16) -> BatchGeneration:
-        """Greedy answers to many conversations with one adapter, generated in batches (mlx-lm's batch generation)."""
+                       batch_size: int = 16, temperature: float = 0.0, seed: int | None = None) -> BatchGeneration:
+        """Answers to many conversations with one adapter, generated in batches (mlx-lm's batch generation).
+
+        Greedy by default; with a temperature, sampled (reproducibly when a seed is given).
+        """
         from mlx_lm.generate import batch_generate
+        from mlx_lm.sample_utils import make_sampler
 
         fitted = [self._fit(messages, max_tokens) for messages in conversations]
         self.select(adapter)
+        if seed is not None:
+            mx.random.seed(seed)
         start = time.perf_counter()
         texts, generated = [], 0
         for i in range(0, len(fitted), batch_size):
             prompts = [tokens for tokens, _ in fitted[i:i + batch_size]]
             response = batch_generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens,
                                       return_token_ids=True, stream=compute_stream(),
+                                      sampler=make_sampler(temp=temperature),
                                       completion_batch_size=batch_size, prefill_batch_size=batch_size)
             texts += response.texts
             generated += sum(len(ids) for ids in response.token_ids)

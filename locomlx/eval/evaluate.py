@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +109,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
         "ood": ood_entries,
         "ood_degradation": degradation,
         "passed": significant and degradation <= MAX_OOD_DEGRADATION,
+        "judge_sd": statistics.pstdev(adapter_run.judge_pass_scores) if adapter_run.judge_pass_scores else None,
         "inference": adapter_run.inference.__dict__,
         "hardware": hardware(),
         "locomlx_version": __version__,
@@ -135,7 +137,8 @@ def format_report(evaluation: Evaluation) -> str:
     rel = f" ({r['relative_improvement']:+.0%} relative)" if r["relative_improvement"] is not None else ""
     lines = [
         f"{r['adapter']} on {r['benchmark']} ({r['n_examples']} examples, {r['metric']})",
-        f"  adapter {r['adapter_score']:.3f}  95% CI [{r['adapter_ci95'][0]:.3f}, {r['adapter_ci95'][1]:.3f}]",
+        f"  adapter {r['adapter_score']:.3f}  95% CI [{r['adapter_ci95'][0]:.3f}, {r['adapter_ci95'][1]:.3f}]"
+        + (f"  (judge sd over passes {r['judge_sd']:.3f})" if r["judge_sd"] is not None else ""),
         f"  base    {r['base_model_score']:.3f}  95% CI [{r['base_model_ci95'][0]:.3f}, {r['base_model_ci95'][1]:.3f}]",
         f"  improvement {r['improvement']:+.3f}{rel}, paired p = {r['p_value']:.2g} "
         f"({'significant' if r['significant'] else 'not significant'})",

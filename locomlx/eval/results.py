@@ -21,7 +21,7 @@ SCHEMA: dict[str, tuple[type | tuple, str]] = {
     "benchmark": (str, "benchmark path"),
     "benchmark_sha256": (str, "sha256 of the benchmark file"),
     "n_examples": (int, "examples scored"),
-    "metric": (str, "exact_match | choice | rouge_l"),
+    "metric": (str, "exact_match | choice | rouge_l | pass@1 | judge"),
     "adapter_score": ((int, float), "mean score of base + adapter, 0..1"),
     "base_model_score": ((int, float), "mean score of the base model, 0..1"),
     "improvement": ((int, float), "adapter_score - base_model_score (absolute)"),
@@ -33,6 +33,8 @@ SCHEMA: dict[str, tuple[type | tuple, str]] = {
     "ood": (list, "per other benchmark: {benchmark, adapter_score, base_model_score, degradation}"),
     "ood_degradation": ((int, float), "largest base_model_score - adapter_score over the ood benchmarks (0 if none)"),
     "passed": (bool, "significant in-domain gain and ood_degradation <= 0.05"),
+    "judge_sd": ((int, float, type(None)), "judge metric: standard deviation of the adapter's score over the "
+                                           "judge's k passes (null for other metrics)"),
     "inference": (dict, "max_tokens, limit, batch_size, decoding"),
     "hardware": (str, "machine, CPUs, MLX device, BLAS"),
     "locomlx_version": (str, "version that produced the file"),

@@ -22,12 +22,13 @@ from locomlx.data.records import Example
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval import metrics
+from locomlx.eval.judge import JudgeSettings, judge_scores
+from locomlx.eval.sandbox import program_for, run_python
 from locomlx.eval.stats import Interval, bootstrap_ci
 from locomlx.models.resolve import cache_dir
 from locomlx.prompt import example_messages
 
-METRICS = ("exact_match", "choice", "rouge_l")
-PLANNED_METRICS = ("pass@1", "judge")
+METRICS = ("exact_match", "choice", "rouge_l", "pass@1", "judge")
 
 
 @dataclass
@@ -60,6 +61,7 @@ class BenchmarkRun:
     generation_tokens_per_second: float
     inference: InferenceConfig
     examples: list[ExampleResult] = field(default_factory=list)
+    judge_pass_scores: list[float] | None = None  # the benchmark mean of each judge pass (judge metric)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,34 +94,41 @@ def choose_metric(examples: list[Example], override: str | None) -> str:
         raise LocomlxError(f"The benchmark mixes metrics {sorted(named)}; split it or pass --metric.")
     else:
         metric = named.pop() if named else "exact_match"
-    if metric in PLANNED_METRICS:
-        raise LocomlxError(f"Metric '{metric}' is not available yet (available: {', '.join(METRICS)}).")
     if metric not in METRICS:
         raise LocomlxError(f"Unknown metric '{metric}' (available: {', '.join(METRICS)}).")
-    if metric == "choice":
-        missing = [ex.line for ex in examples if not isinstance(ex.extra.get("choices"), list)]
+    needs = {"choice": ("choices", list), "pass@1": ("tests", str)}
+    if metric in needs:
+        field, kind = needs[metric]
+        missing = [ex.line for ex in examples if not isinstance(ex.extra.get(field), kind)]
         if missing:
-            raise LocomlxError(f"Metric 'choice' needs a 'choices' list on every row; missing on lines {missing[:10]}.")
+            raise LocomlxError(f"Metric '{metric}' needs a '{field}' {kind.__name__} on every row; "
+                               f"missing on lines {missing[:10]}.")
     return metric
 
 
 def score_answer(metric: str, output: str, example: Example) -> metrics.Score:
+    """Score one answer by a metric that needs no model (all but `judge`)."""
     if metric == "exact_match":
         return metrics.exact_match(output, example.output)
     if metric == "choice":
         return metrics.choice(output, example.output, example.extra["choices"])
+    if metric == "pass@1":
+        result = run_python(program_for(example.input, output, example.extra["tests"]))
+        return metrics.Score(float(result.passed), result.status)
     return metrics.rouge_l(output, example.output)
 
 
-def _base_cache_path(engine: Engine, sha: str, metric: str, inference: InferenceConfig) -> Path:
+def _base_cache_path(engine: Engine, sha: str, metric: str, inference: InferenceConfig, judge: JudgeSettings) -> Path:
     base = engine.base.resolved
-    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, metric, asdict(inference)])
+    grading = asdict(judge) if metric == "judge" else None
+    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, metric, asdict(inference), grading])
     return cache_dir() / "eval" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
 def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = None, metric: str | None = None,
                   inference: InferenceConfig = InferenceConfig(),
-                  on_progress: Callable[[int, int], None] | None = None) -> BenchmarkRun:
+                  on_progress: Callable[[int, int], None] | None = None,
+                  judge: JudgeSettings = JudgeSettings()) -> BenchmarkRun:
     """Answer and score every example (or the first `inference.limit`) with `adapter` (None = base)."""
     benchmark = Path(benchmark)
     examples = load_benchmark(benchmark)
@@ -127,7 +136,7 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         examples = examples[: inference.limit]
     metric = choose_metric(examples, metric)
     sha = _sha256(benchmark)
-    cache = _base_cache_path(engine, sha, metric, inference) if adapter is None else None
+    cache = _base_cache_path(engine, sha, metric, inference, judge) if adapter is None else None
     if cache is not None and cache.is_file():
         return BenchmarkRun.from_dict(json.loads(cache.read_text()))
 
@@ -144,17 +153,21 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         generation_seconds += batch.seconds
         if on_progress:
             on_progress(len(outputs), len(examples))
-    results = []
-    for ex, output in zip(examples, outputs):
-        score = score_answer(metric, output, ex)
-        results.append(ExampleResult(ex.line, ex.output, output, score.extracted, score.value))
+    judge_passes = None
+    if metric == "judge":
+        questions = [example_messages(ex.instruction, ex.input)[0]["content"] for ex in examples]
+        scores, judge_passes = judge_scores(engine, questions, [ex.output for ex in examples], outputs, judge)
+    else:
+        scores = [score_answer(metric, output, ex) for ex, output in zip(examples, outputs)]
+    results = [ExampleResult(ex.line, ex.output, output, score.extracted, score.value)
+               for ex, output, score in zip(examples, outputs, scores)]
     values = [r.score for r in results]
     run = BenchmarkRun(
         model=adapter or "base", benchmark=str(benchmark), benchmark_sha256=sha, metric=metric,
         score=sum(values) / len(values), ci=bootstrap_ci(values), n_examples=len(values),
         seconds=time.perf_counter() - start,
         generation_tokens_per_second=tokens / generation_seconds if generation_seconds else 0.0,
-        inference=inference, examples=results,
+        inference=inference, examples=results, judge_pass_scores=judge_passes,
     )
     if cache is not None:
         write_json_atomic(cache, run.to_dict())
