@@ -222,18 +222,25 @@ def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
     return path
 
 
-def _run_worker(kind: str, settings: BenchSettings) -> dict:
-    """Run one measurement in a fresh interpreter and return its JSON result."""
+def run_isolated(args: list[str], without_blas: bool = False) -> dict:
+    """Run a measurement in a fresh interpreter and return the JSON object it prints last.
+
+    A fresh process per measured path: the CBLAS preload cannot be undone, and peak memory
+    must be per path. `without_blas` is for the plain-MLX path and for torch, which a
+    preloaded BLAS slows several times over (its threads fight torch's OpenMP pool).
+    """
     env = dict(os.environ)
-    if kind in ("plain", "transformers"):
-        # transformers: a preloaded OpenBLAS makes torch ~9x slower here (its threads fight torch's
-        # OpenMP pool), and torch needs no help from us.
+    if without_blas:
         env["LOCOMLX_BLAS"] = "none"
-    args = [sys.executable, "-m", "locomlx.bench", kind, json.dumps(settings.__dict__)]
     done = subprocess.run(args, capture_output=True, text=True, env=env)
     if done.returncode != 0:
-        raise RuntimeError(f"benchmark worker '{kind}' failed:\n{done.stderr[-2000:]}")
+        raise RuntimeError(f"benchmark worker {' '.join(args[1:3])} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _run_worker(kind: str, settings: BenchSettings) -> dict:
+    return run_isolated([sys.executable, "-m", "locomlx.bench", kind, json.dumps(settings.__dict__)],
+                        without_blas=kind in ("plain", "transformers"))
 
 
 def transformers_available() -> bool:

@@ -15,8 +15,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
-import subprocess
 import sys
 import time
 
@@ -92,19 +90,15 @@ def main() -> None:
 
         print(json.dumps((run_locomlx if args.worker == "locomlx" else run_transformers)(settings)))
         return
+    from locomlx.bench import run_isolated
+
     workers = ["locomlx"] + (["transformers"] if importlib.util.find_spec("torch") else [])
     results = {}
     for name in workers:
-        env = dict(os.environ)
-        if name == "transformers":
-            env["LOCOMLX_BLAS"] = "none"  # a preloaded BLAS slows torch ~9x (thread pools fight)
         print(f"generating with {name} ...", file=sys.stderr)
-        done = subprocess.run([sys.executable, __file__, "--worker", name, "--prompts", str(args.prompts),
-                               "--max-tokens", str(args.max_tokens), "--batch-size", str(args.batch_size)],
-                              capture_output=True, text=True, env=env)
-        if done.returncode:
-            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[name] = run_isolated([sys.executable, __file__, "--worker", name, "--prompts", str(args.prompts),
+                                      "--max-tokens", str(args.max_tokens), "--batch-size", str(args.batch_size)],
+                                     without_blas=name == "transformers")
     if args.json:
         print(json.dumps({"settings": settings, "results": results}, indent=2))
         return

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import random
-import subprocess
 import sys
 import time
 
@@ -175,20 +173,16 @@ def main() -> None:
             import locomlx  # noqa: F401  (CBLAS preload before mlx.core)
         print(json.dumps(RUNNERS[args.worker](settings)))
         return
+    from locomlx.bench import run_isolated
+
     names = ["locomlx", "mlx_lm"]
     if all(importlib.util.find_spec(m) for m in ("torch", "peft", "transformers")):
         names.append("peft")
     results = {}
     for name in names:
-        env = dict(os.environ)
-        if name == "peft":
-            env["LOCOMLX_BLAS"] = "none"  # a preloaded BLAS slows torch ~9x (thread pools fight)
         print(f"training with {name} ...", file=sys.stderr)
-        done = subprocess.run([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
-                               "--batch-size", str(args.batch_size)], capture_output=True, text=True, env=env)
-        if done.returncode:
-            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        results[name] = run_isolated([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
+                                      "--batch-size", str(args.batch_size)], without_blas=name == "peft")
     if args.json:
         print(json.dumps({"settings": settings, "results": results}, indent=2))
         return

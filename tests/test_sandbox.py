@@ -74,3 +74,10 @@ def test_program_for_completion_and_full_function_answers():
     assert completion.startswith(prompt) and run_python(completion).passed
     fenced = program_for(prompt, "Sure:\n```python\ndef add(a, b):\n    return a + b\n```\nDone.", TESTS)
     assert not fenced.startswith(prompt) and run_python(fenced).passed
+
+
+def test_restated_functions_keep_the_prompts_imports():
+    prompt = "from typing import List\n\n\ndef total(xs: List[int]) -> int:\n    \"\"\"Sum.\"\"\"\n"
+    answer = "```python\ndef total(xs: List[int]) -> int:\n    return sum(xs)\n```"
+    program = program_for(prompt, answer, "assert total([1, 2]) == 3\n")
+    assert program.startswith("from typing import List\ndef total") and run_python(program).passed

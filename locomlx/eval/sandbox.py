@@ -117,10 +117,20 @@ def run_python(program: str, timeout: float = 10.0, memory_mb: int = 512, file_m
 _FENCE = re.compile(r"```(?:python|py)?\s*\n(.*?)```", re.DOTALL)
 
 
+_IMPORT = re.compile(r"^(?:from\s+\S+\s+import\s+.+|import\s+.+)$", re.MULTILINE)
+
+
 def program_for(prompt: str, answer: str, tests: str) -> str:
-    """The program to run: the answer's code (its first fenced block, if any), after the prompt when the
-    answer does not define functions itself (completion style), then the tests."""
+    """The program to run: the answer's code (its first fenced block, if any), then the tests.
+
+    An answer that only continues the prompt (completion style) runs after the prompt; one that writes
+    whole functions runs after the prompt's imports, which models tend to leave out when they restate
+    the function (`from typing import List`).
+    """
     fenced = _FENCE.search(answer)
     code = fenced.group(1) if fenced else answer
-    body = code if re.search(r"^\s*def \w+", code, re.MULTILINE) else prompt + code
+    if re.search(r"^\s*def \w+", code, re.MULTILINE):
+        body = "\n".join(_IMPORT.findall(prompt) + [code])
+    else:
+        body = prompt + code
     return f"{body}\n\n{tests}\n"
