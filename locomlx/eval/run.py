@@ -1,9 +1,9 @@
 """Run one model (base, or base + adapter) over a benchmark and score every answer.
 
 Answers are greedy and generated in batches; each example's output, extracted
-answer and score are kept so failures can be inspected. Base-model runs are
-cached by (base model, benchmark hash, inference config), so the base is not
-re-run for every adapter evaluated against it.
+answer and score are kept so failures can be inspected. The base model's answers
+are cached by (base model, benchmark hash, inference config), so the base is not
+re-run for every adapter evaluated against it; scores are always recomputed.
 """
 
 from __future__ import annotations
@@ -66,14 +66,6 @@ class BenchmarkRun:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict) -> "BenchmarkRun":
-        data = dict(data)
-        data["ci"] = Interval(**data["ci"])
-        data["inference"] = InferenceConfig(**data["inference"])
-        data["examples"] = [ExampleResult(**e) for e in data["examples"]]
-        return cls(**data)
-
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -118,11 +110,29 @@ def score_answer(metric: str, output: str, example: Example) -> metrics.Score:
     return metrics.rouge_l(output, example.output)
 
 
-def _base_cache_path(engine: Engine, sha: str, metric: str, inference: InferenceConfig, judge: JudgeSettings) -> Path:
+def _base_cache_path(engine: Engine, sha: str, inference: InferenceConfig) -> Path:
+    """Where the base model's answers to a benchmark are kept. Answers, not scores, are cached:
+    scoring is cheap and re-done every time, so a fixed metric never serves stale scores."""
     base = engine.base.resolved
-    grading = asdict(judge) if metric == "judge" else None
-    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, metric, asdict(inference), grading])
+    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, asdict(inference)])
     return cache_dir() / "eval" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+
+
+def _generate(engine: Engine, examples: list[Example], adapter: str | None, inference: InferenceConfig,
+              on_progress: Callable[[int, int], None] | None) -> tuple[list[str], float]:
+    """Greedy answers in batches; returns them with the generation throughput."""
+    outputs: list[str] = []
+    tokens, seconds = 0, 0.0
+    for i in range(0, len(examples), inference.batch_size):
+        chunk = examples[i:i + inference.batch_size]
+        batch = engine.generate_batch([example_messages(ex.instruction, ex.input) for ex in chunk], adapter,
+                                      inference.max_tokens, inference.batch_size)
+        outputs += batch.texts
+        tokens += batch.generation_tokens
+        seconds += batch.seconds
+        if on_progress:
+            on_progress(len(outputs), len(examples))
+    return outputs, tokens / seconds if seconds else 0.0
 
 
 def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = None, metric: str | None = None,
@@ -136,23 +146,15 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         examples = examples[: inference.limit]
     metric = choose_metric(examples, metric)
     sha = _sha256(benchmark)
-    cache = _base_cache_path(engine, sha, metric, inference, judge) if adapter is None else None
-    if cache is not None and cache.is_file():
-        return BenchmarkRun.from_dict(json.loads(cache.read_text()))
-
     start = time.perf_counter()
-    outputs: list[str] = []
-    tokens = 0
-    generation_seconds = 0.0
-    for i in range(0, len(examples), inference.batch_size):
-        chunk = examples[i:i + inference.batch_size]
-        batch = engine.generate_batch([example_messages(ex.instruction, ex.input) for ex in chunk], adapter,
-                                      inference.max_tokens, inference.batch_size)
-        outputs += batch.texts
-        tokens += batch.generation_tokens
-        generation_seconds += batch.seconds
-        if on_progress:
-            on_progress(len(outputs), len(examples))
+    cache = _base_cache_path(engine, sha, inference) if adapter is None else None
+    if cache is not None and cache.is_file():
+        cached = json.loads(cache.read_text())
+        outputs, tokens_per_second = cached["outputs"], cached["generation_tokens_per_second"]
+    else:
+        outputs, tokens_per_second = _generate(engine, examples, adapter, inference, on_progress)
+        if cache is not None:
+            write_json_atomic(cache, {"outputs": outputs, "generation_tokens_per_second": tokens_per_second})
     judge_passes = None
     if metric == "judge":
         questions = [example_messages(ex.instruction, ex.input)[0]["content"] for ex in examples]
@@ -166,11 +168,9 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         model=adapter or "base", benchmark=str(benchmark), benchmark_sha256=sha, metric=metric,
         score=sum(values) / len(values), ci=bootstrap_ci(values), n_examples=len(values),
         seconds=time.perf_counter() - start,
-        generation_tokens_per_second=tokens / generation_seconds if generation_seconds else 0.0,
+        generation_tokens_per_second=tokens_per_second,
         inference=inference, examples=results, judge_pass_scores=judge_passes,
     )
-    if cache is not None:
-        write_json_atomic(cache, run.to_dict())
     return run
 
 
