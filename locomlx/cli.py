@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import traceback
 
 import click
@@ -222,24 +223,22 @@ def data_check(files, kind, benchmarks, adapters_dir, base_model, max_seq_length
 def _progress_printer():
     """One updating line on a terminal; a line per report otherwise."""
     tty = sys.stderr.isatty()
-    started = [None]
-    import time
+    first = None  # (time, step) when this process started showing progress (a resumed run starts late)
 
     def show(state, point):
-        if started[0] is None:
-            started[0] = (time.perf_counter(), state.step - 1)
-        t0, step0 = started[0]
-        done = state.step - step0
-        eta = (time.perf_counter() - t0) / max(done, 1) * (state.total_steps - state.step)
+        nonlocal first
+        if first is None:
+            first = (time.perf_counter(), state.step - 1)
+        elapsed, done = time.perf_counter() - first[0], state.step - first[1]
+        eta = elapsed / max(done, 1) * (state.total_steps - state.step)
         width = 24
         filled = int(width * state.step / state.total_steps)
-        last = next((p for p in reversed(state.history)), None)
-        loss = f"loss {last.train_loss:.3f}" if last else ""
+        last = state.history[-1] if state.history else None
+        loss = f" loss {last.train_loss:.3f}" if last else ""
         val = f" val {last.val_loss:.3f}" if last and last.val_loss is not None else ""
         tps = f" {state.trained_tokens / state.train_seconds:.0f} tok/s" if state.train_seconds else ""
-        epoch = f"epoch {last.epoch:.2f} " if last else ""
-        line = (f"[{'#' * filled}{'.' * (width - filled)}] step {state.step}/{state.total_steps} {epoch}"
-                f"{loss}{val}{tps} ETA {eta:.0f}s")
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] step {state.step}/{state.total_steps} "
+                f"epoch {state.step / state.steps_per_epoch:.2f}{loss}{val}{tps} ETA {eta:.0f}s")
         if tty:
             click.echo("\r" + line.ljust(100), nl=state.step == state.total_steps, err=True)
         elif point is not None:

@@ -151,9 +151,12 @@ class Engine:
         if new_wrappers:
             self.model.update_modules(tree_unflatten(new_wrappers))
         dtype = self._adapter_dtype
+        attached = []
         for module_path, (a, b) in adapter.layers.items():
-            targets[module_path].resident[adapter.name] = LoRAWeights(a.astype(dtype), b.astype(dtype), adapter.scale)
-        mx.eval([(w.a, w.b) for layer in targets.values() for w in [layer.resident[adapter.name]]])
+            weights = LoRAWeights(a.astype(dtype), b.astype(dtype), adapter.scale)
+            targets[module_path].resident[adapter.name] = weights
+            attached += [weights.a, weights.b]
+        mx.eval(attached)
         seconds = time.perf_counter() - start
         resident = ResidentAdapter(
             adapter.name, str(adapter.path), sorted(adapter.ranks), adapter.scale, sorted(adapter.layers),

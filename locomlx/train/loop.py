@@ -47,6 +47,7 @@ class LossPoint:
 class LoopState:
     step: int = 0
     total_steps: int = 0
+    steps_per_epoch: int = 1
     trained_tokens: int = 0
     train_seconds: float = 0.0
     history: list[LossPoint] = field(default_factory=list)
@@ -203,7 +204,8 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
 
     plan = BatchPlan(train_data, config.batch_size, config.seed)
     optimizer = optim.Adam(learning_rate=config.lr)
-    state = LoopState(total_steps=max(1, math.ceil(config.epochs * plan.steps_per_epoch)))
+    state = LoopState(total_steps=max(1, math.ceil(config.epochs * plan.steps_per_epoch)),
+                      steps_per_epoch=plan.steps_per_epoch)
     if resume:
         state = load_checkpoint(checkpoint_dir, model, optimizer)
     if config.grad_checkpoint:
