@@ -7,7 +7,6 @@ switches to it, which `/stats` shows by timing.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable

@@ -193,16 +193,13 @@ def data_check(files, kind, benchmarks, adapters_dir, base_model, max_seq_length
 
     from locomlx.adapters.library import library_dir
     from locomlx.data.checks import check_file, library_benchmarks
-    from locomlx.prompt import render_example
+    from locomlx.prompt import length_counter
 
     counter = None
     if not no_length_check:
         from locomlx.models.load import load_tokenizer_only
 
-        tokenizer = load_tokenizer_only(base_model)
-
-        def counter(examples):
-            return [len(render_example(tokenizer, e.instruction, e.input, e.output)[0]) for e in examples]
+        counter = length_counter(load_tokenizer_only(base_model))
 
     all_benchmarks = [Path(b) for b in benchmarks] + library_benchmarks(library_dir(adapters_dir))
     reports = [check_file(f, kind, allow_small, all_benchmarks, counter, max_seq_length) for f in files]

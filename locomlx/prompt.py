@@ -73,3 +73,8 @@ def render_example(tokenizer, instruction: str, input: str, output: str) -> tupl
     answer = list(tokenizer.encode(output, add_special_tokens=False))
     eos = tokenizer.eos_token_id
     return prompt + answer + ([eos] if eos is not None else []), len(prompt)
+
+
+def length_counter(tokenizer):
+    """Token count of each example in this format: what the data checks compare with --max-seq-length."""
+    return lambda examples: [len(render_example(tokenizer, e.instruction, e.input, e.output)[0]) for e in examples]

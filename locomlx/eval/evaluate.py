@@ -10,23 +10,20 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
-import platform
 import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import mlx.core as mx
-
-from locomlx import __version__, blas
+from locomlx import __version__
 from locomlx.data.checks import library_benchmarks
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.results import validate_results
 from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark, write_json_atomic
 from locomlx.eval.stats import paired_p_value
+from locomlx.provenance import hardware
 
 MAX_OOD_DEGRADATION = 0.05
 SIGNIFICANCE = 0.05
@@ -38,12 +35,6 @@ class Evaluation:
     base: BenchmarkRun
     ood: list[tuple[BenchmarkRun, BenchmarkRun]]
     results: dict
-
-
-def hardware() -> str:
-    lib = blas.preload().path
-    return (f"{platform.machine()}, {os.cpu_count()} CPUs, MLX device {mx.default_device()}, "
-            f"BLAS {Path(lib).name if lib else 'bundled'}")
 
 
 def _ood_entry(adapter_run: BenchmarkRun, base_run: BenchmarkRun) -> dict:

@@ -27,6 +27,7 @@ from locomlx.eval.sandbox import program_for, run_python
 from locomlx.eval.stats import Interval, bootstrap_ci
 from locomlx.models.resolve import cache_dir
 from locomlx.prompt import example_messages
+from locomlx.provenance import file_sha256
 
 METRICS = ("exact_match", "choice", "rouge_l", "pass@1", "judge")
 
@@ -65,10 +66,6 @@ class BenchmarkRun:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_benchmark(path: str | Path) -> list[Example]:
@@ -145,7 +142,7 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     if inference.limit:
         examples = examples[: inference.limit]
     metric = choose_metric(examples, metric)
-    sha = _sha256(benchmark)
+    sha = file_sha256(benchmark)
     start = time.perf_counter()
     cache = _base_cache_path(engine, sha, inference) if adapter is None else None
     if cache is not None and cache.is_file():

@@ -11,7 +11,6 @@ the GGUF metadata.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,6 +21,7 @@ import mlx.core as mx
 import numpy as np
 
 from locomlx.errors import LocomlxError
+from locomlx.provenance import file_sha256
 
 GROUP_SIZE = 32
 
@@ -53,14 +53,6 @@ _PRE_TOKENIZERS = {
 
 _TOKEN_TYPE_CONTROL = 3
 _TOKEN_TYPE_USER_DEFINED = 4
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _scalar(metadata: dict, key: str, default=None):

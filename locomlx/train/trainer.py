@@ -9,11 +9,7 @@ the configuration stored there.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import importlib.metadata
 import json
-import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -25,7 +21,7 @@ import numpy as np
 import yaml
 from mlx.utils import tree_flatten
 
-from locomlx import __version__, blas
+from locomlx import __version__
 from locomlx.adapters.library import library_dir
 from locomlx.data.checks import check_file, library_benchmarks
 from locomlx.data.records import Example
@@ -33,7 +29,8 @@ from locomlx.engine.engine import peak_memory_mb
 from locomlx.errors import LocomlxError
 from locomlx.models.load import load_base
 from locomlx.models.resolve import resolve_model
-from locomlx.prompt import render_example
+from locomlx.prompt import length_counter, render_example
+from locomlx.provenance import file_sha256, hardware, versions
 from locomlx.train.config import TrainConfig, load_config
 from locomlx.train.loop import Encoded, LoopState, add_lora_layers, run_loop
 from locomlx.train.report import DataStats, loss_svg, training_log
@@ -44,14 +41,6 @@ class TrainResult:
     output: Path
     state: LoopState
     stats: DataStats
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def encode_examples(tokenizer, examples: list[Example], max_seq_length: int, policy: str) -> tuple[Encoded, int, int]:
@@ -78,16 +67,14 @@ def split_examples(examples: list[Example], val_fraction: float, seed: int) -> t
 
 
 def _check_data(config: TrainConfig, tokenizer) -> list[Example]:
-    def count(examples):
-        return [len(render_example(tokenizer, e.instruction, e.input, e.output)[0]) for e in examples]
-
     benchmarks = library_benchmarks(library_dir(config.adapters_dir))
     if config.benchmark:
         benchmarks = [Path(config.benchmark)] + [b for b in benchmarks if b.resolve() != Path(config.benchmark).resolve()]
         bench = check_file(config.benchmark, "benchmark", config.allow_small)
         if bench.errors:
             raise LocomlxError("The benchmark has problems:\n" + "\n".join(map(str, bench.errors)))
-    report = check_file(config.dataset, "train", config.allow_small, benchmarks, count, config.max_seq_length,
+    report = check_file(config.dataset, "train", config.allow_small, benchmarks, length_counter(tokenizer),
+                        config.max_seq_length,
                         config.long_examples)
     if report.errors:
         shown = report.errors[:30]
@@ -104,11 +91,9 @@ def _facts(config: TrainConfig, base, name: str) -> dict:
         "base_source": base.resolved.source,
         "base_hash": base.resolved.source_hash or "n/a",
         "compute_dtype": base.compute_dtype,
-        "dataset_sha256": sha256_file(config.dataset),
-        "versions": {"locomlx": __version__, "mlx": importlib.metadata.version("mlx"),
-                     "mlx-lm": importlib.metadata.version("mlx-lm"), "python": platform.python_version()},
-        "hardware": f"{platform.machine()}, {os.cpu_count()} CPUs, MLX device {mx.default_device()}, "
-                    f"BLAS {Path(blas.preload().path).name if blas.preload().path else 'bundled'}",
+        "dataset_sha256": file_sha256(config.dataset),
+        "versions": versions(),
+        "hardware": hardware(),
     }
 
 
