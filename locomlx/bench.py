@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PATHS = {
-    "default": {"compute_dtype": "auto", "blas": True, "label": "locomlx default (float32 + CBLAS)"},
-    "plain": {"compute_dtype": "quantized", "blas": False, "label": "plain MLX (4-bit, bundled BLAS)"},
+    "default": {"compute_dtype": "auto", "label": "locomlx default (float32 + CBLAS)"},
+    "plain": {"compute_dtype": "quantized", "label": "plain MLX (4-bit, bundled BLAS)"},
     "transformers": {"label": "transformers + torch (float32, same weights)"},
 }
 
@@ -203,15 +203,14 @@ def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
     import mlx.core as mx
     import mlx.nn as nn
 
+    from locomlx.engine.lora import linear_dims
+    from locomlx.train.config import ALL_LINEAR as keys
+
     mx.random.seed(seed)
     tensors = {}
-    keys = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj",
-            "mlp.down_proj"]
     for name, module in engine.model.named_modules():
         if any(name.endswith(k) for k in keys) and isinstance(module, (nn.Linear, nn.QuantizedLinear)):
-            out_dims, in_dims = module.weight.shape
-            if isinstance(module, nn.QuantizedLinear):
-                in_dims = in_dims * 32 // module.bits
+            in_dims, out_dims = linear_dims(module)
             tensors[f"{name}.lora_a"] = mx.random.normal((in_dims, rank)) * 0.01
             tensors[f"{name}.lora_b"] = mx.random.normal((rank, out_dims)) * 0.01
     path.mkdir(parents=True)

@@ -21,10 +21,10 @@ import random
 import sys
 import time
 
+from locomlx.train.config import ALL_LINEAR  # imports locomlx first: the CBLAS preload (off for PEFT's worker)
+
 WARMUP = 3
 RANK = 8
-KEYS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj",
-        "mlp.up_proj", "mlp.down_proj"]
 
 
 def examples(n: int = 256, seed: int = 0) -> list[dict]:
@@ -40,7 +40,6 @@ def examples(n: int = 256, seed: int = 0) -> list[dict]:
 
 
 def encoded_data():
-    import locomlx  # noqa: F401
     from locomlx.models.load import load_tokenizer_only
     from locomlx.prompt import render_example
 
@@ -80,7 +79,7 @@ def run_locomlx(settings: dict) -> dict:
     data = encoded_data()
     steps_per_epoch = BatchPlan(data, settings["batch_size"], seed=0).steps_per_epoch
     base = load_base(resolve_model(None), "float32")
-    config = TrainConfig(dataset="-", output="-", lora_rank=RANK, lora_alpha=2 * RANK, target_modules=KEYS,
+    config = TrainConfig(dataset="-", output="-", lora_rank=RANK, lora_alpha=2 * RANK, target_modules=ALL_LINEAR,
                          batch_size=settings["batch_size"], lr=1e-4, seed=0, steps_per_eval=10**9,
                          steps_per_save=10**9, epochs=(settings["steps"] - 0.5) / steps_per_epoch)
     add_lora_layers(base.model, config)
@@ -106,7 +105,7 @@ def run_mlx_lm(settings: dict) -> dict:
     batches = encoded_batches(settings)
     model = load_base(resolve_model(None), "float32").model
     model.freeze()
-    linear_to_lora_layers(model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0, "keys": KEYS})
+    linear_to_lora_layers(model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0, "keys": ALL_LINEAR})
     optimizer = optim.Adam(learning_rate=1e-4)
     loss_and_grad = nn.value_and_grad(model, default_loss)
     model.train()
@@ -137,7 +136,7 @@ def run_peft(settings: dict) -> dict:
     batches = encoded_batches(settings)
     model, _, _ = transformers_twin(None)
     model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
-                                             target_modules=[k.split(".")[1] for k in KEYS]))
+                                             target_modules=[k.split(".")[1] for k in ALL_LINEAR]))
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
@@ -169,8 +168,6 @@ def main() -> None:
     args = parser.parse_args()
     settings = {"steps": args.steps, "batch_size": args.batch_size}
     if args.worker:
-        if args.worker != "peft":
-            import locomlx  # noqa: F401  (CBLAS preload before mlx.core)
         print(json.dumps(RUNNERS[args.worker](settings)))
         return
     from locomlx.bench import run_isolated

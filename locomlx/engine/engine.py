@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import mlx.core as mx
@@ -83,7 +83,6 @@ class EngineTimings:
     base_load_seconds: float = 0.0
     last_switch_seconds: float = 0.0
     switches: int = 0
-    adapter_load_seconds: dict[str, float] = field(default_factory=dict)
 
 
 def peak_memory_mb() -> float:
@@ -163,7 +162,6 @@ class Engine:
             adapter.nbytes, seconds,
         )
         self.adapters[adapter.name] = resident
-        self.timings.adapter_load_seconds[adapter.name] = seconds
         return resident
 
     def unload_adapter(self, name: str) -> None:

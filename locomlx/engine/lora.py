@@ -29,6 +29,14 @@ class LoRAWeights:
     scale: float
 
 
+def linear_dims(layer: nn.Module) -> tuple[int, int]:
+    """(input_dims, output_dims) of a float or quantized linear layer (packed weights hide the input size)."""
+    out_dims, in_dims = layer.weight.shape
+    if isinstance(layer, nn.QuantizedLinear):
+        in_dims = in_dims * 32 // layer.bits
+    return in_dims, out_dims
+
+
 class MultiLoRALinear(nn.Module):
     """Base linear (float or quantized) plus a table of resident LoRA updates."""
 
@@ -42,14 +50,11 @@ class MultiLoRALinear(nn.Module):
 
     @property
     def input_dims(self) -> int:
-        weight = self.base.weight
-        if isinstance(self.base, nn.QuantizedLinear):
-            return weight.shape[1] * 32 // self.base.bits
-        return weight.shape[1]
+        return linear_dims(self.base)[0]
 
     @property
     def output_dims(self) -> int:
-        return self.base.weight.shape[0]
+        return linear_dims(self.base)[1]
 
     def __call__(self, x: mx.array) -> mx.array:
         y = self.base(x)

@@ -46,6 +46,10 @@ class TrainConfig:
         alpha = self.lora_alpha if self.lora_alpha is not None else 2.0 * self.lora_rank
         return alpha / self.lora_rank
 
+    def lora_layer_count(self, n_layers: int) -> int:
+        """How many of the model's last blocks get LoRA layers (`num_layers` -1, 0 or too large = all)."""
+        return n_layers if self.num_layers in (-1, 0) or self.num_layers > n_layers else self.num_layers
+
     def validate(self) -> None:
         if not self.dataset:
             raise LocomlxError("No training data: pass --dataset FILE.jsonl (or set dataset: in --config).")

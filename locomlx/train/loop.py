@@ -188,13 +188,12 @@ def add_lora_layers(model: nn.Module, config: TrainConfig) -> None:
     model.freeze()
     mx.random.seed(config.seed)  # the LoRA initialisation is part of what --seed reproduces
     n_layers = len(model.layers)
-    num_layers = n_layers if config.num_layers in (-1, 0) or config.num_layers > n_layers else config.num_layers
     available = {name for name, _ in model.layers[0].named_modules()} if n_layers else set()
     missing = [m for m in config.target_modules if m not in available]
     if missing:
         known = sorted(m for m in available if m.count(".") == 1)
         raise LocomlxError(f"--target-modules {', '.join(missing)} not found in the model's blocks; known: {', '.join(known)}.")
-    linear_to_lora_layers(model, num_layers, {"rank": config.lora_rank, "scale": config.lora_scale,
+    linear_to_lora_layers(model, config.lora_layer_count(n_layers), {"rank": config.lora_rank, "scale": config.lora_scale,
                                               "dropout": config.lora_dropout, "keys": config.target_modules})
 
 

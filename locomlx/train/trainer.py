@@ -104,10 +104,9 @@ def _write_adapter(directory: Path, model, config: TrainConfig, n_layers: int) -
     link = directory / "adapters.safetensors"
     link.unlink(missing_ok=True)
     link.symlink_to("adapter_model.safetensors")
-    num_layers = n_layers if config.num_layers in (-1, 0) or config.num_layers > n_layers else config.num_layers
     adapter_config = {
         "fine_tune_type": "lora",
-        "num_layers": num_layers,
+        "num_layers": config.lora_layer_count(n_layers),
         "lora_parameters": {"rank": config.lora_rank, "scale": config.lora_scale, "dropout": config.lora_dropout,
                             "keys": config.target_modules},
         "base_model": config.base_model or "smollm2-135m",
