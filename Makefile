@@ -14,6 +14,7 @@ chat: setup
 
 test: setup
 	$(VENV)/bin/python -m pytest -q
+	$(VENV)/bin/locomlx registry validate
 
 bench: setup
 	$(VENV)/bin/locomlx bench

@@ -12,14 +12,22 @@ from pathlib import Path
 from typing import Callable
 
 from locomlx.adapters.library import find_adapter, list_adapters
+from locomlx.boost.ensemble import load_members
+from locomlx.boost.sampling import VoteSettings, answer_by_vote
+from locomlx.engine.compose import parse_composition
 from locomlx.engine.engine import Engine, Generation, peak_memory_mb
 from locomlx.errors import LocomlxError
+from locomlx.prompt import user_turn
+from locomlx.registry import active_adapters, load_registry
+from locomlx.router.decision import RouteDecision, Router
+from locomlx.router.load import load_router
 
 AUTO = "auto"
 NONE = "none"
 
 HELP = """Commands:
-  /adapter NAME   answer with this adapter (library name or path); 'none' = base model, 'auto' = router
+  /adapter NAME   answer with this adapter (library name or path); 'none' = base model, 'auto' = router,
+                  a+b or a:0.7+b:0.3 = a weighted sum of adapters
   /adapters       list resident and available adapters
   /clear          forget the conversation so far
   /stats          timings: base load, adapter loads, last switch, peak memory
@@ -33,6 +41,10 @@ class GenerationSettings:
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
+    reread: bool = False  # RE2, and the three below: locomlx/boost
+    votes: int = 1
+    vote_temperature: float = 0.7
+    ensemble: bool = False
 
 
 @dataclass
@@ -63,12 +75,17 @@ class ChatSession:
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     requested: str = AUTO
     history: list[dict] = field(default_factory=list)
+    router_name: str | None = None  # --router; None = $LOCOMLX_ROUTER or the default
+    _router: Router | None = field(default=None, init=False, repr=False)
+    last_route: RouteDecision | None = field(default=None, init=False, repr=False)
 
     def use_adapter(self, spec: str) -> str:
         """Set the adapter for the following answers, loading it if needed; returns a status line."""
         if spec in (AUTO, NONE):
             self.requested = spec
             return "answering with the router's choice" if spec == AUTO else "answering with the base model"
+        if parse_composition(spec):
+            return self._use_composition(spec)
         path = find_adapter(spec, self.library)
         name = spec if (self.library / spec) == path else path.name
         if name in self.engine.adapters:
@@ -79,19 +96,48 @@ class ChatSession:
         self.requested = name
         return f"loaded adapter '{name}' from {path} in {resident.load_seconds * 1000:.1f} ms"
 
-    def _route(self) -> tuple[str | None, float | None, str]:
+    def _use_composition(self, spec: str) -> str:
+        """`a+b` or `a:0.7+b:0.3`: load the parts as needed, then answer with their weighted sum (engine/compose.py)."""
+        for part, _ in parse_composition(spec):
+            if part not in self.engine.adapters:
+                self.engine.load_adapter(find_adapter(part, self.library), part)
+        self.requested = self.engine.compose(spec)
+        return f"answering with the composition {self.requested} (not fused into the base)"
+
+    def _route(self, question: str) -> tuple[str | None, float | None, str]:
+        """The adapter for this turn: the user's choice, or the router's for this question (every turn)."""
         if self.requested == NONE:
             return None, None, ""
-        if self.requested == AUTO:
-            return None, None, "auto: no router yet, base model"
-        return self.requested, None, ""
+        if self.requested != AUTO:
+            return self.requested, None, ""
+        registry = load_registry(self.library)
+        if not active_adapters(registry):
+            return None, None, f"auto: no active adapters in {self.library / 'registry.yaml'}, base model"
+        if self._router is None:
+            self._router = load_router(self.router_name, self.engine, registry, self.library)
+        decision = self._router.route(question)
+        self.last_route = decision
+        if decision.adapter is not None and decision.adapter not in self.engine.adapters:
+            self.engine.load_adapter(self.library / registry.adapters[decision.adapter].path, decision.adapter)
+        note = f"routed: {decision.domain} ({decision.router}, {decision.seconds * 1000:.0f} ms)"
+        return decision.adapter, decision.confidence, note + (f"; {decision.reason}" if decision.reason else "")
 
     def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
-        adapter, confidence, note = self._route()
+        adapter, confidence, note = self._route(question)
         messages = self.history + [{"role": "user", "content": question}]
         s = self.settings
-        generation = self.engine.generate(messages, adapter=adapter, max_tokens=s.max_tokens, temperature=s.temperature,
-                                          top_p=s.top_p, seed=s.seed, on_text=on_text)
+        prompt = self.history + [user_turn(question, s.reread)]
+        if s.votes > 1 or s.ensemble:
+            members = load_members(self.engine, self.library, adapter) if s.ensemble and adapter else [adapter]
+            generation, vote = answer_by_vote(self.engine, prompt, members,
+                                              VoteSettings(s.votes, s.vote_temperature, s.seed or 0), s.max_tokens)
+            if on_text:
+                on_text(generation.text)
+            voters = f" ({len(members)} adapters)" if len(members) > 1 else ""
+            note = " · ".join(filter(None, [note, vote.split + voters]))
+        else:
+            generation = self.engine.generate(prompt, adapter=adapter, max_tokens=s.max_tokens,
+                                              temperature=s.temperature, top_p=s.top_p, seed=s.seed, on_text=on_text)
         self.history = messages + [{"role": "assistant", "content": generation.text}]
         return Answer(generation, self.requested, confidence, note)
 

@@ -60,11 +60,27 @@ def base_model_option(f):
     )(f)
 
 
+def boost_options(f):
+    """The inference enhancements, named alike in chat and eval (locomlx/boost)."""
+    for option in reversed([
+        click.option("--reread", is_flag=True, help="RE2: state the question twice (\"Read the question again: ...\")."),
+        click.option("--votes", default=1, show_default=True, type=click.IntRange(1), metavar="N",
+                     help="Self-consistency: N sampled answers in one batch, majority vote on the extracted answer."),
+        click.option("--vote-temperature", default=0.7, show_default=True, type=click.FloatRange(0), metavar="T",
+                     help="Sampling temperature of the --votes samples."),
+        click.option("--ensemble", is_flag=True,
+                     help="Every registered adapter of the adapter's domain answers (one mixed batch) and they vote."),
+    ]):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("question", required=False)
 @base_model_option
 @click.option("--adapter", default="auto", show_default=True, metavar="NAME|none|auto",
-              help="Adapter to answer with: a library name or path, none (base model) or auto (router).")
+              help="Adapter to answer with: a library name or path, none (base model) or auto (router); "
+                   "a+b or a:0.7+b:0.3 answers with a weighted sum of adapters (a+b averages them).")
 @click.option("--adapters-dir", default=None, metavar="DIR", help="Adapter library folder (default ./adapters; env LOCOMLX_ADAPTERS).")
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens to generate per answer.")
 @click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), help="0 = greedy (deterministic).")
@@ -72,12 +88,17 @@ def base_model_option(f):
 @click.option("--seed", type=int, default=None, help="Random seed for sampled answers.")
 @click.option("--compute-dtype", default="auto", show_default=True,
               type=click.Choice(["auto", "float32", "bfloat16", "quantized"]), help=COMPUTE_DTYPE_HELP)
+@click.option("--router", "router_name", default=None, metavar="NAME",
+              help="Router for --adapter auto: embedding (default) or keyword. Env: LOCOMLX_ROUTER.")
+@boost_options
 @click.option("--json", "as_json", is_flag=True, help="Print each answer as one JSON object.")
-def chat(question, base_model, adapter, adapters_dir, max_tokens, temperature, top_p, seed, compute_dtype, as_json):
+def chat(question, base_model, adapter, adapters_dir, max_tokens, temperature, top_p, seed, compute_dtype, router_name,
+         reread, votes, vote_temperature, ensemble, as_json):
     """Ask a question (or open a REPL when none is given).
 
-    Each answer ends with a line naming the adapter that produced it, the
-    number of tokens and the speed.
+    With --adapter auto (the default) the router picks the specialist for every
+    question; each answer ends with a line naming the adapter that produced it,
+    the router's confidence, the number of tokens and the speed.
 
     \b
     Examples:
@@ -85,13 +106,16 @@ def chat(question, base_model, adapter, adapters_dir, max_tokens, temperature, t
       locomlx chat --adapter sentiment "Review: a tedious, joyless film."
       locomlx chat --adapter none --json "Name three primary colours."
       locomlx chat --base-model ./my-model.gguf
+      locomlx chat --adapter math --reread --votes 9 "What is 17 * 23?"   # footer: 7/9 agree
+      locomlx chat --adapter sentiment+spam "..."
     """
     from locomlx.adapters.library import library_dir
     from locomlx.chat import ChatSession, GenerationSettings
     from locomlx.engine.engine import Engine
 
     engine = Engine.load(base_model, compute_dtype, on_convert=_announce_conversion)
-    session = ChatSession(engine, library_dir(adapters_dir), GenerationSettings(max_tokens, temperature, top_p, seed))
+    settings = GenerationSettings(max_tokens, temperature, top_p, seed, reread, votes, vote_temperature, ensemble)
+    session = ChatSession(engine, library_dir(adapters_dir), settings, router_name=router_name)
     status = session.use_adapter(adapter)
 
     def answer(text):
@@ -335,8 +359,10 @@ def _eval_progress():
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts generated together.")
 @click.option("--adapters-dir", default=None, metavar="DIR", help="Library whose benchmarks are the out-of-domain check.")
 @click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
+@boost_options
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the report.")
-def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir, no_ood, as_json):
+def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir, no_ood, reread,
+                 votes, vote_temperature, ensemble, as_json):
     """Evaluate an adapter against the base model; exit code 0 = PASS, 2 = FAIL.
 
     Runs adapter and base (greedy, batched) on the adapter's benchmark, then
@@ -347,21 +373,29 @@ def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batc
     the base. Writes ADAPTER/eval/{results,base_results,ood_results}.json and
     outputs.jsonl. Without ADAPTER, scores the base model on --benchmark.
 
+    With --reread, --votes or --ensemble, adapter and base are both run with
+    the enhancement (an ensemble applies to the adapter) and the files go to
+    ADAPTER/eval/enhanced/<enhancements>/, leaving the plain results.json alone.
+
     \b
     Examples:
       locomlx eval adapters/sentiment
       locomlx eval adapters/sentiment --limit 50 --no-ood
       locomlx eval --benchmark data/benchmark.jsonl          # base model only
+      locomlx eval adapters/math --reread --votes 9 --vote-temperature 0.7
     """
     from locomlx.adapters.library import find_adapter, library_dir
     from locomlx.eval.evaluate import evaluate_adapter, format_report
     from locomlx.eval.run import InferenceConfig, run_benchmark
 
-    inference = InferenceConfig(max_tokens=max_tokens, limit=limit, batch_size=batch_size)
+    inference = InferenceConfig(max_tokens=max_tokens, limit=limit, batch_size=batch_size, reread=reread, votes=votes,
+                                vote_temperature=vote_temperature)
     library = library_dir(adapters_dir)
     if adapter is None:
         if not benchmark:
             raise LocomlxError("Give an ADAPTER, or --benchmark FILE to score the base model alone.")
+        if ensemble:
+            raise LocomlxError("--ensemble votes among the adapters of ADAPTER's domain; give an ADAPTER.")
         from locomlx.engine.engine import Engine
 
         show = _eval_progress()
@@ -374,9 +408,16 @@ def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batc
                        f"({run.n_examples} examples, {run.seconds:.0f} s)")
         return
     evaluation = evaluate_adapter(find_adapter(adapter, library), library, base_model, benchmark, metric, inference,
-                                  ood=not no_ood, on_progress=_eval_progress())
+                                  ood=not no_ood, on_progress=_eval_progress(), ensemble=ensemble)
     click.echo(json.dumps(evaluation.results, indent=2) if as_json else format_report(evaluation))
     sys.exit(0 if evaluation.results["passed"] else 2)
+
+
+from locomlx.cli_registry import adapters, leaderboard, promote, registry, report  # noqa: E402
+from locomlx.cli_router import route, router  # noqa: E402
+
+for _command in (registry, adapters, leaderboard, promote, report, route, router):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

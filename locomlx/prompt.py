@@ -11,12 +11,22 @@ from __future__ import annotations
 from locomlx.errors import LocomlxError
 
 
-def example_messages(instruction: str, input: str = "", output: str | None = None) -> list[dict]:
+REREAD = "Read the question again: "
+
+
+def user_turn(question: str, reread: bool = False) -> dict:
+    """The user's message. With `reread` (RE2, Xu et al. 2024, "Re-Reading Improves Reasoning in Large
+    Language Models") the question is stated twice, so a left-to-right model reads all of it before answering."""
+    question = question.strip()
+    return {"role": "user", "content": f"{question}\n{REREAD}{question}" if reread else question}
+
+
+def example_messages(instruction: str, input: str = "", output: str | None = None, reread: bool = False) -> list[dict]:
     """Chat messages for one example; the assistant turn is present only when `output` is given."""
     user = instruction.strip()
     if input and input.strip():
         user = f"{user}\n\n{input.strip()}"
-    messages = [{"role": "user", "content": user}]
+    messages = [user_turn(user, reread)]
     if output is not None:
         messages.append({"role": "assistant", "content": output})
     return messages

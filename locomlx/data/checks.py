@@ -94,6 +94,31 @@ def _index(train: list[Example]) -> _TrainIndex:
     return _TrainIndex(exact, grams)
 
 
+def leaking_training_rows(train_texts: list[str], benchmark_texts: list[str]) -> set[int]:
+    """Indices of training texts to drop so that `leakage_problems` finds nothing: every training text
+    equal (normalised) to a benchmark text, or sharing an 8-word sequence with a benchmark text
+    that `leakage_problems` would flag. Data builders use it to de-duplicate across a split."""
+    owners: dict[int, set[int]] = {}
+    exact: dict[str, set[int]] = {}
+    for i, text in enumerate(train_texts):
+        norm = normalise(text)
+        exact.setdefault(norm, set()).add(i)
+        for gram in _ngrams(norm.split()):
+            owners.setdefault(gram, set()).add(i)
+    drop: set[int] = set()
+    for text in benchmark_texts:
+        norm = normalise(text)
+        drop |= exact.get(norm, set())
+        words = norm.split()
+        if len(words) >= NGRAM_MIN_WORDS:
+            grams = _ngrams(words)
+            shared = [g for g in grams if g in owners]
+            if len(shared) / len(grams) >= NGRAM_LEAK_SHARE:
+                for gram in shared:
+                    drop |= owners[gram]
+    return drop
+
+
 def leakage_problems(train: list[Example], train_path: str, benchmarks: dict[str, list[Example]]) -> list[Problem]:
     """Errors for benchmark examples that also appear (exactly, normalised, or by 8-gram overlap) in training data."""
     index = _index(train)

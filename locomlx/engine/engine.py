@@ -6,7 +6,9 @@
 
 Selecting an adapter per call is one attribute write (see engine/lora.py);
 loading one from disk reads its safetensors and attaches (a, b) to the target
-layers, wrapping a layer the first time any adapter targets it.
+layers, wrapping a layer the first time any adapter targets it. A batch may
+give every conversation its own adapter (engine/mixed.py), and an adapter may
+be a weighted composition of resident ones, `a+b` or `a:0.7+b:0.3` (engine/compose.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
 from locomlx.adapters.format import AdapterFile, read_adapter
+from locomlx.engine.compose import compose_layer, composition_name, parse_composition
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
+from locomlx.engine.mixed import MixedModel, plan_mix
 from locomlx.errors import LocomlxError
 from locomlx.models.load import BaseModel, compute_stream, load_base
 from locomlx.models.resolve import resolve_model
@@ -41,6 +45,7 @@ class ResidentAdapter:
     modules: list[str]
     nbytes: int
     load_seconds: float
+    parts: list[tuple[str, float]] | None = None  # a composition's (adapter, weight) pairs
 
 
 @dataclass
@@ -72,6 +77,8 @@ class BatchGeneration:
     generation_tokens: int
     seconds: float
     truncated: int
+    adapters: list[str | None] | None = None  # each text's adapter (a mixed batch)
+    mean_logprobs: list[float] | None = None  # each text's mean token log-probability (-inf when empty)
 
     @property
     def tokens_per_second(self) -> float:
@@ -156,6 +163,7 @@ class Engine:
             targets[module_path].resident[adapter.name] = weights
             attached += [weights.a, weights.b]
         mx.eval(attached)
+        self._forget_banks()
         seconds = time.perf_counter() - start
         resident = ResidentAdapter(
             adapter.name, str(adapter.path), sorted(adapter.ranks), adapter.scale, sorted(adapter.layers),
@@ -164,20 +172,70 @@ class Engine:
         self.adapters[adapter.name] = resident
         return resident
 
+    def _lora_layers(self) -> list[MultiLoRALinear]:
+        return [layer for _, layer in self.model.named_modules() if isinstance(layer, MultiLoRALinear)]
+
+    def _forget_banks(self) -> None:
+        for layer in self._lora_layers():
+            layer.forget_banks()
+
     def unload_adapter(self, name: str) -> None:
+        """Drop `name` from memory, and with it every composition that uses it."""
         if name not in self.adapters:
             raise LocomlxError(f"No adapter named '{name}' is loaded (loaded: {', '.join(self.adapters) or 'none'}).")
-        for _, layer in self.model.named_modules():
-            if isinstance(layer, MultiLoRALinear):
-                layer.resident.pop(name, None)
+        for other in [a.name for a in self.adapters.values() if a.parts and name in dict(a.parts)]:
+            self.unload_adapter(other)
+        for layer in self._lora_layers():
+            layer.resident.pop(name, None)
+        self._forget_banks()
         del self.adapters[name]
         if self.selection.active == name:
             self.selection.active = None
 
+    def compose(self, spec: str) -> str:
+        """Make the composition `spec` (`a+b`, `a:0.7+b:0.3`) of resident adapters resident; returns its name.
+
+        A plain adapter name is returned as is. Building takes one concatenation per layer, once.
+        """
+        parts = parse_composition(spec)
+        if parts is None:
+            return spec
+        name = composition_name(parts)
+        if name in self.adapters:
+            return name
+        missing = [part for part, _ in parts if part not in self.adapters]
+        if missing:
+            raise LocomlxError(f"Composition '{spec}' needs {', '.join(missing)} loaded first "
+                               f"(loaded: {', '.join(self.adapters) or 'none'}).")
+        start = time.perf_counter()
+        modules, ranks, nbytes = [], set(), 0
+        for module_path, layer in self.model.named_modules():
+            if not isinstance(layer, MultiLoRALinear):
+                continue
+            present = [(layer.resident[part], weight) for part, weight in parts if part in layer.resident]
+            if present:
+                lora = compose_layer(present)
+                mx.eval(lora.a, lora.b)
+                layer.resident[name] = lora
+                modules.append(module_path)
+                ranks.add(lora.a.shape[1])
+                nbytes += lora.a.nbytes + lora.b.nbytes
+        self.adapters[name] = ResidentAdapter(name, spec, sorted(ranks), 1.0, sorted(modules), nbytes,
+                                              time.perf_counter() - start, parts)
+        return name
+
+    def _resident_name(self, name: str | None) -> str | None:
+        """The resident adapter `name` refers to (a composition is built the first time); an error if none."""
+        if name is None:
+            return None
+        name = self.compose(name)
+        if name not in self.adapters:
+            raise LocomlxError(f"Adapter '{name}' is not loaded (loaded: {', '.join(self.adapters) or 'none'}).")
+        return name
+
     def select(self, name: str | None) -> float:
         """Make `name` (or None for the plain base) the adapter of the next forward pass; returns seconds taken."""
-        if name is not None and name not in self.adapters:
-            raise LocomlxError(f"Adapter '{name}' is not loaded (loaded: {', '.join(self.adapters) or 'none'}).")
+        name = self._resident_name(name)
         start = time.perf_counter()
         self.selection.active = name
         seconds = time.perf_counter() - start
@@ -196,30 +254,56 @@ class Engine:
         return fit_prompt(self.tokenizer, messages, budget)
 
     def generate_batch(self, conversations: list[list[dict]], adapter: str | None = None, max_tokens: int = 256,
-                       batch_size: int = 16, temperature: float = 0.0, seed: int | None = None) -> BatchGeneration:
-        """Answers to many conversations with one adapter, generated in batches (mlx-lm's batch generation).
+                       batch_size: int = 16, temperature: float = 0.0, seed: int | None = None,
+                       adapters: list[str | None] | None = None, logprobs: bool = False) -> BatchGeneration:
+        """Answers to many conversations, generated in batches (mlx-lm's batch generation).
 
-        Greedy by default; with a temperature, sampled (reproducibly when a seed is given).
+        Every conversation uses `adapter`, or with `adapters` each its own (None = base): a mixed batch,
+        still one forward pass per step. Greedy by default; with a temperature, sampled (reproducibly when
+        a seed is given). `logprobs` adds each answer's mean token log-probability.
         """
         from mlx_lm.generate import batch_generate
+        from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.sample_utils import make_sampler
 
+        if adapters is not None and len(adapters) != len(conversations):
+            raise LocomlxError(f"{len(adapters)} adapters given for {len(conversations)} conversations; give one each.")
+        row_adapters = [self._resident_name(a) for a in (adapters or [adapter] * len(conversations))]
         fitted = [self._fit(messages, max_tokens) for messages in conversations]
-        self.select(adapter)
+        mixed = len(set(row_adapters)) > 1
+        single = None if mixed else (row_adapters[0] if row_adapters else self._resident_name(adapter))
+        if mixed:
+            widths = {name: max(self.adapters[name].ranks) for name in row_adapters if name is not None}
+            mix, rows = plan_mix(row_adapters, widths, self._adapter_dtype)
+            model = MixedModel(self.model, self.selection)
+        else:
+            self.select(single)
+            model = self.model
         if seed is not None:
             mx.random.seed(seed)
         start = time.perf_counter()
-        texts, generated = [], 0
-        for i in range(0, len(fitted), batch_size):
-            prompts = [tokens for tokens, _ in fitted[i:i + batch_size]]
-            response = batch_generate(self.model, self.tokenizer, prompts, max_tokens=max_tokens,
-                                      return_token_ids=True, stream=compute_stream(),
-                                      sampler=make_sampler(temp=temperature),
-                                      completion_batch_size=batch_size, prefill_batch_size=batch_size)
-            texts += response.texts
-            generated += sum(len(ids) for ids in response.token_ids)
-        return BatchGeneration(texts, adapter, sum(len(t) for t, _ in fitted), generated,
-                               time.perf_counter() - start, sum(cut for _, cut in fitted))
+        texts, generated, means = [], 0, []
+        previous = self.selection.active
+        try:
+            if mixed:
+                self.selection.mix, self.selection.active = mix, None
+            for i in range(0, len(fitted), batch_size):
+                prompts = [tokens for tokens, _ in fitted[i:i + batch_size]]
+                caches = [make_prompt_cache(self.model) + [row] for row in rows[i:i + batch_size]] if mixed else None
+                response = batch_generate(model, self.tokenizer, prompts, prompt_caches=caches, max_tokens=max_tokens,
+                                          return_token_ids=True, return_logprobs=logprobs, stream=compute_stream(),
+                                          sampler=make_sampler(temp=temperature),
+                                          completion_batch_size=batch_size, prefill_batch_size=batch_size)
+                texts += response.texts
+                generated += sum(len(ids) for ids in response.token_ids)
+                if logprobs:
+                    means += [sum(lp) / len(lp) if lp else float("-inf") for lp in response.logprobs]
+        finally:
+            if mixed:
+                self.selection.mix = None
+                self.selection.active = previous
+        return BatchGeneration(texts, single, sum(len(t) for t, _ in fitted), generated, time.perf_counter() - start,
+                               sum(cut for _, cut in fitted), row_adapters, means if logprobs else None)
 
     def generate(
         self,

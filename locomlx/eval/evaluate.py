@@ -4,6 +4,9 @@ Acceptance (the contributing rules): a significant in-domain gain (paired test,
 p < 0.05) and no other benchmark more than 5 points below the base model.
 Writes `eval/results.json` (validated), `eval/base_results.json`,
 `eval/ood_results.json` and `eval/outputs.jsonl` (one line per answer).
+A run with inference enhancements (RE2, votes, ensemble) writes the same files
+to `eval/enhanced/<enhancements>/` instead: the registry records the adapter's
+plain greedy results.json, which such a run must not overwrite.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import datetime as dt
 import json
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from locomlx import __version__
+from locomlx.boost.ensemble import load_members
 from locomlx.data.checks import library_benchmarks
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -35,6 +39,7 @@ class Evaluation:
     base: BenchmarkRun
     ood: list[tuple[BenchmarkRun, BenchmarkRun]]
     results: dict
+    output_dir: Path | None = None
 
 
 def _ood_entry(adapter_run: BenchmarkRun, base_run: BenchmarkRun) -> dict:
@@ -46,7 +51,9 @@ def _ood_entry(adapter_run: BenchmarkRun, base_run: BenchmarkRun) -> dict:
 def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | None = None,
                      benchmark: str | Path | None = None, metric: str | None = None,
                      inference: InferenceConfig = InferenceConfig(), ood: bool = True,
-                     on_progress: Callable[[str, int, int], None] | None = None) -> Evaluation:
+                     on_progress: Callable[[str, int, int], None] | None = None, ensemble: bool = False) -> Evaluation:
+    """Adapter vs base; with `ensemble`, the adapter's answers are the vote of every registered adapter of its
+    domain (the base answers alone). `inference` applies to both: RE2 and votes are measured on each."""
     started = time.perf_counter()
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / "adapter_config.json"
@@ -59,12 +66,15 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
     engine = Engine.load(base_model)
     name = adapter_dir.name
     engine.load_adapter(adapter_dir, name)
+    if ensemble:
+        inference = replace(inference, ensemble=load_members(engine, library, name))
+    base_inference = replace(inference, ensemble=[])
 
     def progress(label):
         return (lambda done, total: on_progress(label, done, total)) if on_progress else None
 
     adapter_run = run_benchmark(engine, benchmark, name, metric, inference, progress(f"{name} on {benchmark.name}"))
-    base_run = run_benchmark(engine, benchmark, None, metric, inference, progress(f"base on {benchmark.name}"))
+    base_run = run_benchmark(engine, benchmark, None, metric, base_inference, progress(f"base on {benchmark.name}"))
     ood_runs = []
     if ood:
         for other in library_benchmarks(library):
@@ -72,7 +82,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
                 continue
             label = other.parent.parent.name
             ood_runs.append((run_benchmark(engine, other, name, None, inference, progress(f"{name} on {label}")),
-                             run_benchmark(engine, other, None, None, inference, progress(f"base on {label}"))))
+                             run_benchmark(engine, other, None, None, base_inference, progress(f"base on {label}"))))
 
     improvement = adapter_run.score - base_run.score
     p_value = paired_p_value([e.score for e in adapter_run.examples], [e.score for e in base_run.examples])
@@ -110,17 +120,18 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
     problems = validate_results(results)
     if problems:  # a bug in this module, never the user's input
         raise RuntimeError("\n".join(problems))
-    out = adapter_dir / "eval"
+    out = adapter_dir / "eval" / ("enhanced/" + inference.enhancements if inference.enhancements else "")
     write_json_atomic(out / "results.json", results)
     write_json_atomic(out / "base_results.json", base_run.to_dict())
     write_json_atomic(out / "ood_results.json", [{"adapter": a.to_dict(), "base": b.to_dict()} for a, b in ood_runs])
     lines = "".join(json.dumps({"model": run.model, "line": e.line, "reference": e.reference, "output": e.output,
-                                "extracted": e.extracted, "score": e.score}) + "\n"
+                                "extracted": e.extracted, "score": e.score}
+                               | ({"vote": e.vote} if e.vote else {})) + "\n"
                     for run in (adapter_run, base_run) for e in run.examples)
     tmp = out / ".outputs.jsonl.tmp"
     tmp.write_text(lines)
     tmp.replace(out / "outputs.jsonl")
-    return Evaluation(adapter_run, base_run, ood_runs, results)
+    return Evaluation(adapter_run, base_run, ood_runs, results, out)
 
 
 def format_report(evaluation: Evaluation) -> str:
@@ -141,6 +152,10 @@ def format_report(evaluation: Evaluation) -> str:
                          f"degradation {e['degradation']:+.3f}")
     else:
         lines.append("  out of domain: no other benchmarks in the adapter library")
+    if r["inference"].get("decoding", "greedy") != "greedy" or r["inference"].get("reread"):
+        reread = ", RE2 re-reading" if r["inference"].get("reread") else ""
+        lines.append(f"  inference: {r['inference']['decoding']}{reread}"
+                     + (f" (results in {evaluation.output_dir})" if evaluation.output_dir else ""))
     lines.append(f"{'PASS' if r['passed'] else 'FAIL'}: " + (
         "significant in-domain gain, out-of-domain within 5 points" if r["passed"] else
         "; ".join(filter(None, [

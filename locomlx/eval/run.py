@@ -1,7 +1,9 @@
 """Run one model (base, or base + adapter) over a benchmark and score every answer.
 
 Answers are greedy and generated in batches; each example's output, extracted
-answer and score are kept so failures can be inspected. The base model's answers
+answer and score are kept so failures can be inspected. The inference
+enhancements (locomlx/boost) are options of the same run: RE2 re-reading,
+self-consistency votes, and an ensemble of adapters voting in one mixed batch. The base model's answers
 are cached by (base model, benchmark hash, inference config), so the base is not
 re-run for every adapter evaluated against it; scores are always recomputed.
 """
@@ -17,6 +19,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from locomlx.boost.answers import answer_key
+from locomlx.boost.doctests import count_passed, visible_tests
+from locomlx.boost.sampling import VoteSettings, sample_candidates, vote_on
 from locomlx.data.checks import check_file
 from locomlx.data.records import Example
 from locomlx.engine.engine import Engine
@@ -37,7 +42,27 @@ class InferenceConfig:
     max_tokens: int = 256
     limit: int | None = None
     batch_size: int = 16
-    decoding: str = "greedy"
+    decoding: str = "greedy"  # set from the fields below: what a reader of results.json needs first
+    reread: bool = False  # RE2: the question is stated twice
+    votes: int = 1  # self-consistency: samples per adapter, majority vote
+    vote_temperature: float = 0.7
+    seed: int = 0
+    ensemble: list[str] = field(default_factory=list)  # adapters that answer together and vote (empty = off)
+
+    def __post_init__(self):
+        voters = f" x {len(self.ensemble)} adapters" if self.ensemble else ""
+        if self.votes > 1:
+            self.decoding = f"majority vote of {self.votes} samples (T={self.vote_temperature:g}){voters}"
+        elif self.ensemble:
+            self.decoding = f"majority vote of greedy answers{voters}"
+        else:
+            self.decoding = "greedy"
+
+    @property
+    def enhancements(self) -> str:
+        """A short tag of the enhancements in use ("" for plain greedy), e.g. "reread+votes9+ensemble"."""
+        tags = ["reread"] * self.reread + [f"votes{self.votes}"] * (self.votes > 1) + ["ensemble"] * bool(self.ensemble)
+        return "+".join(tags)
 
 
 @dataclass
@@ -47,6 +72,7 @@ class ExampleResult:
     output: str
     extracted: str
     score: float
+    vote: str | None = None  # the vote split ("7/9 agree") when answers were voted on
 
 
 @dataclass
@@ -63,6 +89,7 @@ class BenchmarkRun:
     inference: InferenceConfig
     examples: list[ExampleResult] = field(default_factory=list)
     judge_pass_scores: list[float] | None = None  # the benchmark mean of each judge pass (judge metric)
+    generation_seconds: float = 0.0  # time spent generating the answers (latency, without scoring)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -107,29 +134,60 @@ def score_answer(metric: str, output: str, example: Example) -> metrics.Score:
     return metrics.rouge_l(output, example.output)
 
 
-def _base_cache_path(engine: Engine, sha: str, inference: InferenceConfig) -> Path:
+def _base_cache_path(engine: Engine, sha: str, inference: InferenceConfig, metric: str) -> Path:
     """Where the base model's answers to a benchmark are kept. Answers, not scores, are cached:
-    scoring is cheap and re-done every time, so a fixed metric never serves stale scores."""
+    scoring is cheap and re-done every time, so a fixed metric never serves stale scores.
+    Voted answers depend on the metric (it extracts what is voted on), so their key includes it."""
     base = engine.base.resolved
-    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, asdict(inference)])
+    voted_by = metric if inference.votes > 1 else None
+    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, asdict(inference)]
+                     + ([voted_by] if voted_by else []))
     return cache_dir() / "eval" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
-def _generate(engine: Engine, examples: list[Example], adapter: str | None, inference: InferenceConfig,
-              on_progress: Callable[[int, int], None] | None) -> tuple[list[str], float]:
-    """Greedy answers in batches; returns them with the generation throughput."""
+@dataclass
+class _Answers:
+    outputs: list[str]
+    tokens_per_second: float
+    seconds: float
+    votes: list[str | None]
+
+
+def _generate(engine: Engine, examples: list[Example], adapter: str | None, metric: str, inference: InferenceConfig,
+              on_progress: Callable[[int, int], None] | None) -> _Answers:
+    """Answers in batches: greedy, or voted on when the inference config asks for votes or an ensemble."""
+    voting = inference.votes > 1 or bool(inference.ensemble)
+    members = inference.ensemble or [adapter]
     outputs: list[str] = []
+    splits: list[str | None] = []
     tokens, seconds = 0, 0.0
     for i in range(0, len(examples), inference.batch_size):
         chunk = examples[i:i + inference.batch_size]
-        batch = engine.generate_batch([example_messages(ex.instruction, ex.input) for ex in chunk], adapter,
-                                      inference.max_tokens, inference.batch_size)
-        outputs += batch.texts
+        conversations = [example_messages(ex.instruction, ex.input, reread=inference.reread) for ex in chunk]
+        if voting:
+            settings = VoteSettings(inference.votes, inference.vote_temperature, inference.seed + i)
+            candidates, batch = sample_candidates(engine, conversations, members, settings, inference.max_tokens,
+                                                  inference.batch_size)
+            votes = [_vote(metric, ex, group) for ex, group in zip(chunk, candidates)]
+            outputs += [v.winner.text for v in votes]
+            splits += [v.split for v in votes]
+        else:
+            batch = engine.generate_batch(conversations, adapter, inference.max_tokens, inference.batch_size)
+            outputs += batch.texts
+            splits += [None] * len(chunk)
         tokens += batch.generation_tokens
         seconds += batch.seconds
         if on_progress:
             on_progress(len(outputs), len(examples))
-    return outputs, tokens / seconds if seconds else 0.0
+    return _Answers(outputs, tokens / seconds if seconds else 0.0, seconds, splits)
+
+
+def _vote(metric: str, example: Example, candidates):
+    """The voted answer to one example: keyed by the metric's own extraction; code ranked by its visible tests."""
+    shown = visible_tests(example.input) if metric == "pass@1" else []
+    return vote_on(candidates,
+                   key=lambda text: answer_key(text, metric, example.extra.get("choices"), example.output),
+                   tests_passed=(lambda text: count_passed(example.input, text, shown)) if shown else None)
 
 
 def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = None, metric: str | None = None,
@@ -144,29 +202,33 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     metric = choose_metric(examples, metric)
     sha = file_sha256(benchmark)
     start = time.perf_counter()
-    cache = _base_cache_path(engine, sha, inference) if adapter is None else None
+    cache = _base_cache_path(engine, sha, inference, metric) if adapter is None and not inference.ensemble else None
     if cache is not None and cache.is_file():
         cached = json.loads(cache.read_text())
-        outputs, tokens_per_second = cached["outputs"], cached["generation_tokens_per_second"]
+        answers = _Answers(cached["outputs"], cached["generation_tokens_per_second"],
+                           cached.get("generation_seconds", 0.0), cached.get("votes", [None] * len(examples)))
     else:
-        outputs, tokens_per_second = _generate(engine, examples, adapter, inference, on_progress)
+        answers = _generate(engine, examples, adapter, metric, inference, on_progress)
         if cache is not None:
-            write_json_atomic(cache, {"outputs": outputs, "generation_tokens_per_second": tokens_per_second})
+            write_json_atomic(cache, {"outputs": answers.outputs, "votes": answers.votes,
+                                      "generation_tokens_per_second": answers.tokens_per_second,
+                                      "generation_seconds": answers.seconds})
+    outputs = answers.outputs
     judge_passes = None
     if metric == "judge":
         questions = [example_messages(ex.instruction, ex.input)[0]["content"] for ex in examples]
         scores, judge_passes = judge_scores(engine, questions, [ex.output for ex in examples], outputs, judge)
     else:
         scores = [score_answer(metric, output, ex) for ex, output in zip(examples, outputs)]
-    results = [ExampleResult(ex.line, ex.output, output, score.extracted, score.value)
-               for ex, output, score in zip(examples, outputs, scores)]
+    results = [ExampleResult(ex.line, ex.output, output, score.extracted, score.value, vote)
+               for ex, output, score, vote in zip(examples, outputs, scores, answers.votes)]
     values = [r.score for r in results]
     run = BenchmarkRun(
         model=adapter or "base", benchmark=str(benchmark), benchmark_sha256=sha, metric=metric,
         score=sum(values) / len(values), ci=bootstrap_ci(values), n_examples=len(values),
         seconds=time.perf_counter() - start,
-        generation_tokens_per_second=tokens_per_second,
-        inference=inference, examples=results, judge_pass_scores=judge_passes,
+        generation_tokens_per_second=answers.tokens_per_second,
+        inference=inference, examples=results, judge_pass_scores=judge_passes, generation_seconds=answers.seconds,
     )
     return run
 

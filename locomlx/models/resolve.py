@@ -32,7 +32,7 @@ BUILTIN_MODELS = {
     },
 }
 
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 @dataclass
@@ -128,7 +128,7 @@ def resolve_model(reference: str | None = None, on_convert=None) -> ResolvedMode
     if path.is_dir():
         _check_mlx_dir(path, reference)
         return ResolvedModel(reference, path, "local")
-    if path.exists() or reference.startswith((".", "/", "~")) or not _REPO_ID.match(reference):
+    if path.exists() or reference.startswith((".", "/", "~")) or not REPO_ID.match(reference):
         raise LocomlxError(
             f"Base model '{reference}' not found. Give a built-in name ({', '.join(BUILTIN_MODELS)}), "
             "a .gguf file, an mlx-lm model directory, or a Hugging Face repo id like mlx-community/Qwen2.5-3B-Instruct-4bit."

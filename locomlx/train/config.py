@@ -12,6 +12,7 @@ from locomlx.errors import LocomlxError
 
 ALL_LINEAR = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
               "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+SAVE_DTYPES = ("float32", "float16", "bfloat16")
 
 
 @dataclass
@@ -38,6 +39,7 @@ class TrainConfig:
     steps_per_save: int = 25
     val_batches: int = 8
     compute_dtype: str = "auto"
+    save_dtype: str = "float32"  # dtype of the saved LoRA weights: float16 halves the file, the engine upcasts
     allow_small: bool = False
     adapters_dir: str | None = None  # library whose benchmarks are checked for leakage
 
@@ -65,6 +67,7 @@ class TrainConfig:
             (0 <= self.val_fraction < 0.5, "--val-fraction must be in [0, 0.5)"),
             (self.long_examples in ("truncate", "drop"), "long_examples must be 'truncate' or 'drop'"),
             (bool(self.target_modules), "--target-modules needs at least one module"),
+            (self.save_dtype in SAVE_DTYPES, f"save_dtype must be one of {', '.join(SAVE_DTYPES)}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -98,7 +98,8 @@ def _facts(config: TrainConfig, base, name: str) -> dict:
 
 
 def _write_adapter(directory: Path, model, config: TrainConfig, n_layers: int) -> None:
-    weights = dict(tree_flatten(model.trainable_parameters()))
+    dtype = getattr(mx, config.save_dtype)
+    weights = {k: v.astype(dtype) for k, v in tree_flatten(model.trainable_parameters())}
     mx.save_safetensors(str(directory / "adapter_model.safetensors"), weights, metadata={"format": "mlx"})
     # mlx-lm looks for adapters.safetensors: a relative link keeps one copy of the weights.
     link = directory / "adapters.safetensors"

@@ -1,0 +1,154 @@
+"""`locomlx router eval`: how well a router routes, and what misrouting costs in task score.
+
+Routing quality is measured on held-out queries (the adapters' benchmarks + held-out general
+questions): accuracy with a 95% interval, per-domain precision/recall, the confusion matrix,
+the abstention rate (sent to the base model) and per-query latency. The cost of misrouting is
+the benchmarks' task score when the router picks the adapter, against oracle routing (each
+benchmark answered by its own domain's adapter) and against the base model alone.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from locomlx.engine.engine import Engine
+from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark, score_answer
+from locomlx.eval.stats import Interval, bootstrap_ci
+from locomlx.prompt import example_messages
+from locomlx.registry import Registry, active_adapters
+from locomlx.router.data import routing_queries
+from locomlx.router.decision import GENERAL, RouteDecision, Router
+
+
+@dataclass
+class TaskRow:
+    domain: str
+    benchmark: str
+    metric: str
+    n_examples: int
+    base: float
+    router: float
+    oracle: float
+    routed_to_own_adapter: float  # share of this benchmark's queries the router sent to its domain's adapter
+    per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)  # base/router/oracle -> scores
+
+
+@dataclass
+class RoutingReport:
+    router: str
+    classes: list[str]
+    n_queries: int
+    accuracy: float
+    accuracy_ci: Interval
+    per_domain: dict[str, dict]  # domain -> precision, recall, support
+    confusion: dict[str, dict[str, int]]  # true domain -> routed domain -> count
+    abstention_rate: float  # share routed to the base model
+    latency_ms_median: float
+    latency_ms_p95: float
+    unroutable: list[str]  # registered domains this router never picks (e.g. added after training)
+    task: list[TaskRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def route_all(router: Router, texts: list[str], on_progress: Callable[[int, int], None] | None = None) -> list[RouteDecision]:
+    decisions = []
+    for i, text in enumerate(texts, start=1):
+        decisions.append(router.route(text))
+        if on_progress and (i % 50 == 0 or i == len(texts)):
+            on_progress(i, len(texts))
+    return decisions
+
+
+def routing_report(router: Router, registry: Registry, library: Path,
+                   on_progress: Callable[[int, int], None] | None = None) -> tuple[RoutingReport, dict[str, RouteDecision]]:
+    """Routing metrics on the held-out queries; also returns each query text's decision (for task scoring)."""
+    queries = routing_queries(registry, library, "heldout")
+    decisions = route_all(router, [q.text for q in queries], on_progress)
+    truth, picked = [q.domain for q in queries], [d.domain for d in decisions]
+    domains = sorted(set(truth) | set(picked) | set(router.classes))
+    confusion = {t: {p: 0 for p in domains} for t in domains}
+    for t, p in zip(truth, picked):
+        confusion[t][p] += 1
+    per_domain = {}
+    for d in domains:
+        hits = confusion[d][d]
+        routed = sum(confusion[t][d] for t in domains)
+        support = sum(confusion[d].values())
+        per_domain[d] = {"precision": hits / routed if routed else 0.0, "recall": hits / support if support else 0.0,
+                         "support": support}
+    correct = [float(t == p) for t, p in zip(truth, picked)]
+    latencies = sorted(d.seconds * 1000 for d in decisions)
+    registered = set(active_adapters(registry))
+    report = RoutingReport(
+        router=router.name, classes=list(router.classes), n_queries=len(queries), accuracy=sum(correct) / len(correct),
+        accuracy_ci=bootstrap_ci(correct), per_domain=per_domain, confusion=confusion,
+        abstention_rate=sum(p == GENERAL for p in picked) / len(picked),
+        latency_ms_median=statistics.median(latencies), latency_ms_p95=latencies[int(0.95 * (len(latencies) - 1))],
+        unroutable=sorted(registered - set(router.classes)),
+    )
+    return report, {q.text: d for q, d in zip(queries, decisions)}
+
+
+def task_scores(engine: Engine, registry: Registry, library: Path, decisions: dict[str, RouteDecision],
+                inference: InferenceConfig, on_progress: Callable[[str], None] | None = None) -> list[TaskRow]:
+    """Per domain benchmark: task score under the base model, the router's choices and oracle routing.
+
+    Base and oracle answers come from `run_benchmark` (the base model's answers are cached);
+    only queries the router sent to a *different* adapter are generated again.
+    """
+    rows = []
+    for domain, name in sorted(active_adapters(registry).items()):
+        entry = registry.adapters[name]
+        benchmark = library / entry.path / "eval" / "benchmark.jsonl"
+        if on_progress:
+            on_progress(f"{domain}: base model, oracle ({name}) and routed answers on {benchmark}")
+        if name not in engine.adapters:
+            engine.load_adapter(library / entry.path, name)
+        base = run_benchmark(engine, benchmark, None, inference=inference)
+        oracle = run_benchmark(engine, benchmark, name, inference=inference)
+        examples = load_benchmark(benchmark)[: len(oracle.examples)]
+        texts = [example_messages(ex.instruction, ex.input)[0]["content"] for ex in examples]
+        chosen = [decisions[t].adapter if t in decisions else name for t in texts]
+        routed = [o.score if c == name else b.score for c, o, b in zip(chosen, oracle.examples, base.examples)]
+        others = sorted({c for c in chosen if c not in (name, None)})
+        for other in others:
+            if other not in engine.adapters:
+                engine.load_adapter(library / registry.adapters[other].path, other)
+            idx = [i for i, c in enumerate(chosen) if c == other]
+            batch = engine.generate_batch([example_messages(examples[i].instruction, examples[i].input) for i in idx],
+                                          other, inference.max_tokens, inference.batch_size)
+            for i, text in zip(idx, batch.texts):
+                routed[i] = score_answer(oracle.metric, text, examples[i]).value
+        per_example = {"base": [r.score for r in base.examples], "router": routed,
+                       "oracle": [r.score for r in oracle.examples]}
+        rows.append(TaskRow(domain, str(benchmark), oracle.metric, len(routed), base.score, sum(routed) / len(routed),
+                            oracle.score, sum(c == name for c in chosen) / len(chosen), per_example))
+    return rows
+
+
+def format_report(report: RoutingReport) -> str:
+    lo, hi = report.accuracy_ci.low, report.accuracy_ci.high
+    lines = [f"{report.router} router on {report.n_queries} held-out queries: accuracy {report.accuracy:.3f} "
+             f"(95% CI [{lo:.3f}, {hi:.3f}]), abstention {report.abstention_rate:.3f}, "
+             f"latency median {report.latency_ms_median:.1f} ms, p95 {report.latency_ms_p95:.1f} ms", ""]
+    lines += ["| domain | precision | recall | queries |", "|---|---:|---:|---:|"]
+    lines += [f"| {d} | {m['precision']:.3f} | {m['recall']:.3f} | {m['support']} |" for d, m in report.per_domain.items()]
+    domains = list(report.confusion)
+    lines += ["", "Confusion (rows: true domain, columns: routed to)", "",
+              "| true \\ routed | " + " | ".join(domains) + " |", "|---|" + "---:|" * len(domains)]
+    lines += [f"| {t} | " + " | ".join(str(report.confusion[t][p]) for p in domains) + " |" for t in domains]
+    if report.task:
+        lines += ["", "Cost of misrouting (task score on each benchmark)", "",
+                  "| domain | metric | n | base model | router | oracle | routed to own adapter |",
+                  "|---|---|---:|---:|---:|---:|---:|"]
+        lines += [f"| {r.domain} | {r.metric} | {r.n_examples} | {r.base:.3f} | {r.router:.3f} | {r.oracle:.3f} | "
+                  f"{r.routed_to_own_adapter:.1%} |" for r in report.task]
+    if report.unroutable:
+        lines += ["", f"warning: the router cannot route to {', '.join(report.unroutable)} (registered after it was "
+                      "trained): run `locomlx router train`."]
+    return "\n".join(lines)

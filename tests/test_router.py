@@ -1,0 +1,192 @@
+"""Routers: keyword matching rules, the numpy classifier, the embedding router on the tiny model
+(training, held-out routing, stale-registry refusal, threshold fallback), chat --adapter auto, CLI."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from locomlx.chat import ChatSession, GenerationSettings
+from locomlx.cli import main
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+from locomlx.registry import load_registry
+from locomlx.router.classifier import (choose_threshold, expected_calibration_error, fit_logistic,
+                                       predict_with_fallback)
+from locomlx.router.decision import GENERAL
+from locomlx.router.embedding import load_embedding_router, save_router, train_embedding_router
+from locomlx.router.evaluate import routing_report
+from locomlx.router.keyword import KeywordRouter, parse_keyword
+from locomlx.router.load import load_router
+from tests import tiny
+from tests.test_registry_fixtures import add_adapter, fake_results, new_library
+
+pytest_plugins = ["tests.test_registry_fixtures"]
+
+
+# --- keyword router ---------------------------------------------------------------------------
+
+def _keyword_router(library, tiny_model, hints: dict[str, list[str]]) -> KeywordRouter:
+    for seed, (domain, keywords) in enumerate(sorted(hints.items()), start=1):
+        add_adapter(library, tiny_model, f"{domain}-a", domain=domain, seed=seed, keywords=keywords)
+    registry = load_registry(library)
+    for name in registry.adapters:
+        registry.adapters[name].active = True
+    return KeywordRouter(registry)
+
+
+def test_keyword_matches_whole_words_only(library, tiny_model):
+    router = _keyword_router(library, tiny_model, {"math": ["sum", "add up"], "summaries": ["summarize"]})
+    assert router.route("Please summarize this article").domain == "summaries"
+    assert router.route("What is the sum of 3 and 4?").domain == "math"
+    assert router.route("what's the SUM, please").domain == "math"  # case-insensitive
+    assert router.route("add   up these numbers").domain == "math"  # any whitespace inside a phrase
+    assert router.route("a summation of facts").adapter is None  # "sum" inside a word is no match
+
+
+def test_keyword_no_match_is_base_model_and_weights_decide(library, tiny_model):
+    router = _keyword_router(library, tiny_model, {"spam": ["free: 3", "winner"], "sentiment": ["review", "movie"]})
+    none = router.route("What is the capital of France?")
+    assert (none.adapter, none.domain, none.reason) == (None, GENERAL, "no keyword matched: base model")
+    mixed = router.route("movie review: winner of a free cruise")
+    assert mixed.domain == "spam" and mixed.scores == {"spam": 4.0, "sentiment": 2.0}
+    assert mixed.confidence == pytest.approx(4 / 6)
+
+
+def test_keyword_parsing():
+    assert parse_keyword("money back: 2.5", "x").weight == 2.5
+    assert parse_keyword("ratio 1:2", "x").phrase == "ratio 1:2"  # not a weight
+    with pytest.raises(LocomlxError, match="empty router keyword"):
+        parse_keyword(" : 2", "registry adapter 'a'")
+
+
+# --- classifier -------------------------------------------------------------------------------
+
+def test_logistic_regression_separates_and_thresholds():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 4
+    labels = np.repeat(np.arange(3), 50)
+    features = centres[labels] + rng.normal(size=(150, 8))
+    model = fit_logistic(features, labels, ["a", "b", GENERAL])
+    probabilities = model.probabilities(features)
+    assert (probabilities.argmax(1) == labels).mean() > 0.97
+    assert np.allclose(probabilities.sum(1), 1)
+    # Below the threshold everything falls back to the general class (index 2).
+    assert (predict_with_fallback(probabilities, 1.01, 2) == 2).all()
+    assert choose_threshold(probabilities, labels, 2) < 0.9
+
+
+def test_expected_calibration_error():
+    labels = np.array([0, 0, 0, 1])
+    confident_right = np.array([[1.0, 0.0]] * 3 + [[0.0, 1.0]])
+    assert expected_calibration_error(confident_right, labels) == pytest.approx(0.0)
+    overconfident = np.array([[0.99, 0.01]] * 4)  # 75% right at 99% confidence
+    assert expected_calibration_error(overconfident, labels) == pytest.approx(0.24)
+
+
+# --- embedding router on the tiny model -------------------------------------------------------
+
+MATH = "Add the numbers and reply with the total."
+
+
+def _math_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"instruction": MATH, "input": f"{a} plus {b} plus {c}", "output": str(a + b + c)}
+            for a, b, c in ((rng.randint(1, 99), rng.randint(1, 99), rng.randint(1, 99)) for _ in range(n))]
+
+
+def _routed_library(tmp_path, tiny_model):
+    """Two domains with distinct data (sentiment reviews, sums) and general questions, both active."""
+    library = new_library(tmp_path, tiny_model)
+    add_adapter(library, tiny_model, "sentiment-a", domain="sentiment", seed=1, keywords=["review"])
+    math = add_adapter(library, tiny_model, "math-a", domain="math", seed=2, keywords=["plus"])
+    tiny.write_jsonl(math / "training" / "dataset.jsonl", _math_rows(500, 1))
+    benchmark = tiny.write_jsonl(math / "eval" / "benchmark.jsonl", _math_rows(50, 2))
+    (math / "eval" / "results.json").write_text(json.dumps(fake_results("math-a", benchmark)))
+    subjects = "rivers kings planets poets cities rockets bridges painters".split()
+    general = [{"query": f"Who named the {s} of year {y}?", "split": "train" if y % 10 < 7 else "heldout"}
+               for s in subjects for y in range(1900, 1960)]
+    tiny.write_jsonl(library / "router" / "general.jsonl", general)
+    runner = CliRunner()
+    assert runner.invoke(main, ["registry", "refresh", "--adapters-dir", str(library)]).exit_code == 0
+    for name in ("sentiment-a", "math-a"):
+        result = runner.invoke(main, ["promote", name, "--adapters-dir", str(library)])
+        assert result.exit_code == 0, result.output
+    return library
+
+
+@pytest.fixture()
+def routed(tmp_path, tiny_model):
+    library = _routed_library(tmp_path, tiny_model)
+    engine = Engine.load(str(tiny_model))
+    trained = train_embedding_router(engine, load_registry(library), library, per_domain=200)
+    save_router(trained, library)
+    return library, engine, trained
+
+
+def test_embedding_router_routes_held_out_queries(routed):
+    library, engine, trained = routed
+    assert trained.classes == ["math", "sentiment", GENERAL]
+    assert 0 <= trained.meta["ece"] <= 1 and trained.meta["validation_accuracy"] > 0.9
+    router = load_embedding_router(engine, load_registry(library), library)
+    report, _ = routing_report(router, load_registry(library), library)
+    assert report.accuracy > 0.9, report.confusion
+    assert report.n_queries == 50 + 50 + sum(1 for y in range(1900, 1960) if y % 10 >= 7) * 8
+    decision = router.route("Add the numbers and reply with the total.\n\n12 plus 40 plus 7")
+    assert (decision.adapter, decision.domain) == ("math-a", "math")
+    assert set(decision.scores) == {"math", "sentiment", GENERAL} and 0 <= decision.confidence <= 1
+    assert engine.selection.active is None  # routing leaves the engine's selection as it was
+
+
+def test_threshold_fallback_answers_with_base(routed):
+    library, engine, trained = routed
+    trained.threshold = 1.01
+    decision = trained.route("Add the numbers and reply with the total.\n\n1 plus 2 plus 3")
+    assert decision.adapter is None and decision.domain == GENERAL
+    assert "below threshold 1.01" in decision.reason
+
+
+def test_stale_router_is_refused_after_registry_change(routed, tiny_model):
+    library, engine, trained = routed
+    add_adapter(library, tiny_model, "spam-a", domain="spam", seed=3, keywords=["spam"])
+    assert CliRunner().invoke(main, ["promote", "spam-a", "--adapters-dir", str(library)]).exit_code == 0
+    registry = load_registry(library)
+    with pytest.raises(LocomlxError, match="different registry.*locomlx router train"):
+        load_embedding_router(engine, registry, library)
+    result = CliRunner().invoke(main, ["router", "eval", "--no-task", "--adapters-dir", str(library)])
+    assert result.exit_code == 1 and "router train" in result.output
+    # Evaluated anyway (the object still in memory), the report names the domain it cannot route to.
+    report, _ = routing_report(trained, registry, library)
+    assert report.unroutable == ["spam"]
+    # The keyword router is built from the registry each time, so it knows the new domain.
+    report, _ = routing_report(load_router("keyword", engine, registry, library), registry, library)
+    assert "spam" in report.classes and report.unroutable == []
+
+
+def test_chat_auto_routes_every_turn(routed):
+    library, engine, _ = routed
+    session = ChatSession(engine, library, GenerationSettings(max_tokens=8))
+    first = session.ask("Add the numbers and reply with the total.\n\n5 plus 6 plus 7")
+    assert first.generation.adapter == "math-a" and first.confidence is not None
+    assert "routed: math" in first.footer() and "confidence" in first.footer()
+    second = session.ask(f"{tiny.SENTIMENT_INSTRUCTION}\n\nReview 1: the plot was dull.")
+    assert second.generation.adapter == "sentiment-a"
+
+
+def test_route_and_router_cli(routed):
+    library, _, _ = routed
+    runner = CliRunner()
+    result = runner.invoke(main, ["route", "--json", "--adapters-dir", str(library), "7 plus 8 plus 9"])
+    assert result.exit_code == 0, result.output
+    decision = json.loads(result.output)
+    assert decision["router"] == "embedding" and decision["domain"] in ("math", "sentiment", GENERAL)
+    result = runner.invoke(main, ["router", "eval", "--limit", "8", "--max-tokens", "4", "--json",
+                                  "--adapters-dir", str(library)])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert {row["domain"] for row in report["task"]} == {"math", "sentiment"}
+    assert all(row["n_examples"] == 8 for row in report["task"])
+    result = runner.invoke(main, ["route", "--router", "nope", "--adapters-dir", str(library), "x"])
+    assert result.exit_code == 1 and "Unknown router 'nope'" in result.output
