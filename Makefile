@@ -2,7 +2,7 @@
 #   make chat    set up, then ask the embedded model a question through the routed chat
 #   make test    set up, then run the whole test suite
 VENV ?= .venv
-Q ?= What is the capital of France?
+Q ?= Is this movie review positive or negative? A gorgeous, moving film with a wonderful cast.
 
 .PHONY: setup chat test bench
 

@@ -359,10 +359,12 @@ def _eval_progress():
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts generated together.")
 @click.option("--adapters-dir", default=None, metavar="DIR", help="Library whose benchmarks are the out-of-domain check.")
 @click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
+@click.option("--ood-limit", default=None, type=click.IntRange(1),
+              help="Score only the first N examples of each out-of-domain benchmark [all].")
 @boost_options
 @click.option("--json", "as_json", is_flag=True, help="Print results.json instead of the report.")
-def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir, no_ood, reread,
-                 votes, vote_temperature, ensemble, as_json):
+def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir, no_ood, ood_limit,
+                 reread, votes, vote_temperature, ensemble, as_json):
     """Evaluate an adapter against the base model; exit code 0 = PASS, 2 = FAIL.
 
     Runs adapter and base (greedy, batched) on the adapter's benchmark, then
@@ -408,7 +410,7 @@ def eval_command(adapter, base_model, benchmark, metric, limit, max_tokens, batc
                        f"({run.n_examples} examples, {run.seconds:.0f} s)")
         return
     evaluation = evaluate_adapter(find_adapter(adapter, library), library, base_model, benchmark, metric, inference,
-                                  ood=not no_ood, on_progress=_eval_progress(), ensemble=ensemble)
+                                  ood=not no_ood, on_progress=_eval_progress(), ensemble=ensemble, ood_limit=ood_limit)
     click.echo(json.dumps(evaluation.results, indent=2) if as_json else format_report(evaluation))
     sys.exit(0 if evaluation.results["passed"] else 2)
 

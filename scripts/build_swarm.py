@@ -17,6 +17,7 @@ import argparse
 import importlib
 import json
 import shutil
+from collections import Counter
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ sys.path.insert(0, str(ROOT / "scripts" / "data"))
 LIBRARY = ROOT / "adapters"
 LOCOMLX = str(Path(sys.executable).parent / "locomlx")
 EVAL_MAX_TOKENS = 64  # room for the base model's chatty answers; the adapters answer in a few tokens
-SEMESTER = "2026-fall"
+OOD_LIMIT = 100  # out-of-domain check on the first 100 examples of each other benchmark (time on a CPU)
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class Specialist:
     builder: str  # module in scripts/data with build(seed) -> (train, benchmark)
     description: str
     keywords: tuple[str, ...]
+    semester: str = "2026-fall"
+    train_rows: int | None = None  # use only the first N training examples
+    train_flags: tuple[str, ...] = ()  # on top of configs/swarm.yaml
 
 
 SWARM = (
@@ -48,6 +52,10 @@ SWARM = (
                ("passage: 2", "yes or no", "read the passage")),
     Specialist("math-asdiv", "math", "asdiv_math", "Arithmetic word problems; replies with the number",
                ("how many", "how much", "math", "word problem", "solve")),
+    # Last semester's smaller sentiment adapter: a second adapter in one domain (leaderboard, ensembles, history).
+    Specialist("sentiment-rt-spring", "sentiment", "sentiment_rt", "Movie-review sentiment (rank 4, 500 examples)",
+               ("review", "movie", "film", "sentiment", "positive or negative: 2"), semester="2026-spring",
+               train_rows=500, train_flags=("--lora-rank", "4", "--lora-alpha", "8", "--seed", "1")),
 )
 
 
@@ -62,8 +70,10 @@ def registry() -> dict:
 
 
 def build(spec: Specialist, retrain: bool) -> None:
+    """Write the data, then train the adapter unless it exists; its TRAINING_LOG.md gets the data's story."""
     data = ROOT / "data" / spec.name
     train, benchmark = importlib.import_module(spec.builder).build()
+    train = train[:spec.train_rows]
     importlib.import_module("sources").write_split(data, train, benchmark)
     adapter = LIBRARY / spec.name
     if retrain and adapter.exists():
@@ -73,37 +83,86 @@ def build(spec: Specialist, retrain: bool) -> None:
     if not (adapter / "adapter_config.json").is_file():
         resume = ["--resume"] if Path(f"{adapter}.partial").is_dir() else []
         run("train", "--config", "configs/swarm.yaml", "--dataset", str(data / "train.jsonl"),
-            "--benchmark", str(data / "benchmark.jsonl"), "--output", str(adapter), *resume)
+            "--benchmark", str(data / "benchmark.jsonl"), "--output", str(adapter), *spec.train_flags, *resume)
+    document(spec, train, benchmark)
+
+
+def document(spec: Specialist, train: list[dict], benchmark: list[dict]) -> None:
+    """Fill TRAINING_LOG.md's sources-and-review section from the data builder (idempotent)."""
+    log = LIBRARY / spec.name / "training" / "TRAINING_LOG.md"
+    text = log.read_text(encoding="utf-8")
+    head = text[:text.index("## Sources and review")] if "## Sources and review" in text else text
+    builder = importlib.import_module(spec.builder)
+    labels = lambda rows: ", ".join(f"{k}: {v}" for k, v in Counter(r["output"] for r in rows).most_common(4))  # noqa: E731
+    section = f"""## Sources and review
+
+Built by `python scripts/data/{spec.builder}.py` (called by `scripts/build_swarm.py`), deterministic (seed 0):
+
+```
+{builder.__doc__.strip()}
+```
+
+- **Counts**: {len(train)} training examples (most common outputs: {labels(train)}); {len(benchmark)} benchmark
+  examples ({labels(benchmark)}). Training rows sharing most of their 8-word sequences with a benchmark row
+  were dropped before sampling (`scripts/data/sources.py`), so `locomlx data check` finds no overlap.
+- **Manual review**: {" ".join(builder.REVIEW.split())}
+- **Known limitations**: {" ".join(builder.LIMITATIONS.split())}
+"""
+    log.write_text(head + section, encoding="utf-8")
 
 
 def register(spec: Specialist) -> None:
     if spec.name not in (registry().get("adapters") or {}):
         keywords = [arg for k in spec.keywords for arg in ("--keyword", k)]
-        run("adapters", "install", str(LIBRARY / spec.name), "--domain", spec.domain, "--semester", SEMESTER,
+        run("adapters", "install", str(LIBRARY / spec.name), "--domain", spec.domain, "--semester", spec.semester,
             "--description", spec.description, "--author", "locomlx team", *keywords)
 
 
+def _distinct_other_benchmarks(spec: Specialist) -> int:
+    own = (LIBRARY / spec.name / "eval" / "benchmark.jsonl").read_bytes()
+    return len({p.read_bytes() for p in LIBRARY.glob("*/eval/benchmark.jsonl")} - {own})
+
+
 def _complete(results: Path, others: int) -> bool:
-    """A full evaluation: every benchmark example, and every other adapter's benchmark out of domain."""
+    """A full evaluation: every benchmark example, and every other benchmark of the library out of domain."""
     if not results.is_file():
         return False
     data = json.loads(results.read_text())
-    return data["inference"].get("limit") is None and len(data["ood"]) == others
+    return (data["inference"].get("limit") is None and data["inference"].get("ood_limit") == OOD_LIMIT
+            and len(data["ood"]) == others)
 
 
-def evaluate(spec: Specialist) -> None:
+def evaluate(spec: Specialist) -> dict:
+    """`locomlx eval` unless a complete results.json exists; records the scores in the registry."""
     results = LIBRARY / spec.name / "eval" / "results.json"
-    if not _complete(results, len(SWARM) - 1):
-        # Exit code 2 (FAIL) is a result too; it is recorded, and promote refuses it below.
-        code = subprocess.run([LOCOMLX, "eval", str(LIBRARY / spec.name), "--max-tokens", str(EVAL_MAX_TOKENS)],
-                              cwd=ROOT).returncode
+    if not _complete(results, _distinct_other_benchmarks(spec)):
+        # Exit code 2 (FAIL) is a result too: it is recorded, and shapes the promotion below.
+        code = subprocess.run([LOCOMLX, "eval", str(LIBRARY / spec.name), "--max-tokens", str(EVAL_MAX_TOKENS),
+                               "--ood-limit", str(OOD_LIMIT)], cwd=ROOT).returncode
         if code not in (0, 2):
             sys.exit(f"evaluation of {spec.name} failed (exit {code})")
     run("registry", "refresh", spec.name)
-    if json.loads(results.read_text())["passed"]:
-        run("promote", spec.name)
-    else:
-        print(f"{spec.name} did not pass the acceptance bar; not promoted (see {results})")
+    return json.loads(results.read_text())
+
+
+def promote_best(results: dict[Specialist, dict]) -> None:
+    """Per domain, the best adapter that passed becomes active. A domain where none passed gets its best
+    adapter with a significant in-domain gain, forced and said so: the router keeps other domains'
+    questions away from it, and `locomlx router eval` measures what a wrong route costs."""
+    for domain in sorted({s.domain for s in results}):
+        entries = {s.name: r for s, r in results.items() if s.domain == domain}
+        passed = [n for n, r in entries.items() if r["passed"]]
+        significant = [n for n, r in entries.items() if r["significant"]]
+        best = lambda names: max(sorted(names), key=lambda n: entries[n]["adapter_score"])  # noqa: E731
+        if passed:
+            run("promote", best(passed))
+        elif significant:
+            name = best(significant)
+            print(f"{name}: significant in-domain gain but out-of-domain degradation "
+                  f"{entries[name]['ood_degradation']:.3f} > 0.05: promoted with --force")
+            run("promote", name, "--force")
+        else:
+            print(f"{domain}: no adapter with a significant gain; the domain stays without a specialist")
 
 
 def main() -> None:
@@ -116,8 +175,7 @@ def main() -> None:
     for spec in chosen:  # all adapters first: each evaluation checks the others' benchmarks (out of domain)
         build(spec, args.retrain)
         register(spec)
-    for spec in chosen:
-        evaluate(spec)
+    promote_best({spec: evaluate(spec) for spec in chosen})
     run("router", "train")
     run("registry", "validate")
 

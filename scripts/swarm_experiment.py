@@ -3,12 +3,13 @@
 
 On the union of the shipped adapters' benchmarks it scores (a) the base model alone, (b) the routed
 swarm (the router picks an adapter per query), (c) oracle routing (each query answered by its own
-domain's adapter) and (d) the routed swarm with an inference enhancement; and it measures routing
+domain's adapter) and (d) the routed swarm with an inference enhancement (RE2 by default: applied where
+the router chose the benchmark's own specialist; other queries keep their plain routed answer); and it measures routing
 accuracy, end-to-end latency per query (route + answer, one query at a time), peak memory and the
 adapter switch time. Writes docs/swarm_results.md (the README's opening table) and .json.
 
-    python scripts/swarm_experiment.py                 # the README's numbers (~15 minutes on 2 cores)
-    python scripts/swarm_experiment.py --limit 40      # a quick look
+    python scripts/swarm_experiment.py --limit 100 --latency-queries 5   # the README's numbers
+    python scripts/swarm_experiment.py                 # every benchmark example (RE2 alone takes ~25 minutes)
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import argparse
 import json
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from locomlx.adapters.library import library_dir
 from locomlx.engine.engine import Engine, peak_memory_mb
-from locomlx.eval.run import InferenceConfig, load_benchmark
+from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
 from locomlx.eval.stats import bootstrap_ci, paired_p_value
 from locomlx.prompt import example_messages
 from locomlx.provenance import hardware
-from locomlx.registry import load_registry
+from locomlx.registry import active_adapters, load_registry
 from locomlx.router.evaluate import routing_report, task_scores
 from locomlx.router.load import load_router
 
@@ -58,6 +60,10 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--latency-queries", type=int, default=10, help="Queries per domain timed end to end.")
     parser.add_argument("--out", default=str(ROOT / "docs" / "swarm_results"), help="Output path without suffix.")
+    parser.add_argument("--reread", action=argparse.BooleanOptionalAction, default=True,
+                        help="(d) uses RE2 re-reading [on].")
+    parser.add_argument("--votes", type=int, default=1, help="(d) uses N self-consistency votes [1 = off].")
+    parser.add_argument("--vote-temperature", type=float, default=0.7)
     args = parser.parse_args()
 
     library = library_dir()
@@ -69,10 +75,24 @@ def main() -> None:
     inference = InferenceConfig(max_tokens=args.max_tokens, limit=args.limit)
     rows = task_scores(engine, registry, library, decisions, inference,
                        on_progress=lambda m: print(m, flush=True))
+    enhanced_inference = replace(inference, reread=args.reread, votes=args.votes, vote_temperature=args.vote_temperature)
+    enhancement = ", ".join(filter(None, ["RE2" if args.reread else "", f"{args.votes} votes" if args.votes > 1 else ""]))
+    for row in rows:
+        # (d): where the router chose this domain's adapter, its enhanced answer; elsewhere the plain routed one.
+        name = active_adapters(registry).get(row.domain)
+        if name is None:  # no specialist in this domain: the base model's plain answers stand
+            row.per_example["enhanced"] = row.per_example["router"]
+            continue
+        enhanced = run_benchmark(engine, row.benchmark, name, inference=enhanced_inference)
+        row.per_example["enhanced"] = [e.score if own else r for e, own, r in
+                                       zip(enhanced.examples, row.per_example["own"], row.per_example["router"])]
     latencies = _latency(engine, router, registry, library, args.latency_queries, args.max_tokens)
 
-    union = {k: [s for r in rows for s in r.per_example[k]] for k in ("base", "router", "oracle")}
-    systems = [("(a) base model", "base"), ("(b) routed swarm", "router"), ("(c) oracle routing", "oracle")]
+    keys = ("base", "router", "oracle", "enhanced")
+    union = {k: [s for r in rows for s in r.per_example[k]] for k in keys}
+    per_domain = {k: {r.domain: sum(r.per_example[k]) / len(r.per_example[k]) for r in rows} for k in keys}
+    systems = [("(a) base model", "base"), ("(b) routed swarm", "router"), ("(c) oracle routing", "oracle"),
+               (f"(d) routed swarm + {enhancement}", "enhanced")]
     table = ["| system | score (all benchmarks) | 95% CI | vs base: p | " + " | ".join(r.domain for r in rows) + " |",
              "|---|---:|---|---:|" + "---:|" * len(rows)]
     summary = {}
@@ -80,9 +100,9 @@ def main() -> None:
         ci = bootstrap_ci(union[key])
         p = "" if key == "base" else f"{paired_p_value(union[key], union['base']):.2g}"
         mean = sum(union[key]) / len(union[key])
-        summary[key] = {"score": mean, "ci95": [ci.low, ci.high], "per_domain": {r.domain: getattr(r, key) for r in rows}}
+        summary[key] = {"system": label, "score": mean, "ci95": [ci.low, ci.high], "per_domain": per_domain[key]}
         table.append(f"| {label} | {mean:.3f} | [{ci.low:.3f}, {ci.high:.3f}] | {p} | "
-                     + " | ".join(f"{getattr(r, key):.3f}" for r in rows) + " |")
+                     + " | ".join(f"{per_domain[key][r.domain]:.3f}" for r in rows) + " |")
     facts = {
         "examples": len(union["base"]),
         "routing_accuracy": routing.accuracy,

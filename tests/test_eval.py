@@ -59,6 +59,28 @@ def test_run_scores_every_example_and_caches_the_base_answers(engine, library, m
     assert limited.n_examples == 3
 
 
+def test_answer_cache_extends_a_prefix_and_covers_adapters(engine, library, monkeypatch):
+    engine.load_adapter(library / "beta")
+    bench = library / "beta" / "eval" / "benchmark.jsonl"
+    prompts = []
+    original = engine.generate_batch
+    monkeypatch.setattr(engine, "generate_batch", lambda c, *a, **k: prompts.append(len(c)) or original(c, *a, **k))
+    inference = InferenceConfig(max_tokens=5, batch_size=4)
+    head = run_benchmark(engine, bench, "beta", "exact_match", InferenceConfig(max_tokens=5, batch_size=4, limit=5))
+    assert sum(prompts) == 5
+    full = run_benchmark(engine, bench, "beta", "exact_match", inference)
+    assert sum(prompts) == 12  # only the 7 answers the cache lacked were generated
+    assert [e.output for e in full.examples[:5]] == [e.output for e in head.examples]
+    fresh = [original([example_messages(ex.instruction, ex.input)], "beta", 5).texts[0] for ex in load_benchmark(bench)]
+    assert [e.output for e in full.examples] == fresh  # pieces equal one uncached pass
+    run_benchmark(engine, bench, "beta", "exact_match", inference)
+    assert sum(prompts) == 12  # the adapter's answers are cached too
+    engine.unload_adapter("beta")
+    engine.load_adapter(library / "alpha", "beta")  # same name, other weights: a different cache entry
+    run_benchmark(engine, bench, "beta", "exact_match", inference)
+    assert sum(prompts) == 24
+
+
 def test_metric_choice_rules(tmp_path):
     rows = tiny.sentiment_examples(4, 0)
     mixed = tiny.write_jsonl(tmp_path / "mixed.jsonl", [dict(rows[0], metric="rouge_l"), dict(rows[1], metric="choice")])
@@ -91,6 +113,14 @@ def test_evaluate_writes_valid_results_and_reports_fail(tiny_model, library):
     assert len(json.loads((eval_dir / "ood_results.json").read_text())) == 1
     outputs = [json.loads(line) for line in (eval_dir / "outputs.jsonl").read_text().splitlines()]
     assert len(outputs) == 24 and {o["model"] for o in outputs} == {"alpha", "base"}
+
+
+def test_ood_limit_scores_a_prefix_of_the_other_benchmarks(tiny_model, library):
+    result = CliRunner().invoke(main, ["eval", str(library / "alpha"), "--adapters-dir", str(library), "--json",
+                                       "--base-model", str(tiny_model), "--max-tokens", "4", "--ood-limit", "5"])
+    results = json.loads(result.output)
+    assert results["n_examples"] == 12 and [o["n_examples"] for o in results["ood"]] == [5]
+    assert results["inference"]["ood_limit"] == 5
 
 
 def test_results_validator_names_each_problem():

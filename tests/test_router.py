@@ -15,6 +15,7 @@ from locomlx.errors import LocomlxError
 from locomlx.registry import load_registry
 from locomlx.router.classifier import (choose_threshold, expected_calibration_error, fit_logistic,
                                        predict_with_fallback)
+from locomlx.router.data import routing_queries
 from locomlx.router.decision import GENERAL
 from locomlx.router.embedding import load_embedding_router, save_router, train_embedding_router
 from locomlx.router.evaluate import routing_report
@@ -163,6 +164,15 @@ def test_stale_router_is_refused_after_registry_change(routed, tiny_model):
     # The keyword router is built from the registry each time, so it knows the new domain.
     report, _ = routing_report(load_router("keyword", engine, registry, library), registry, library)
     assert "spam" in report.classes and report.unroutable == []
+
+
+def test_a_domain_without_active_adapter_counts_as_general(routed, tiny_model):
+    library, _, _ = routed
+    add_adapter(library, tiny_model, "spam-a", domain="spam", seed=3, keywords=["spam"])  # installed, not promoted
+    held_out = routing_queries(load_registry(library), library, "heldout")
+    spam_rows = [q for q in held_out if "spam-a" in q.source]
+    assert spam_rows and {q.domain for q in spam_rows} == {GENERAL}
+    assert len({q.text for q in held_out}) == len(held_out)  # shared data is counted once
 
 
 def test_chat_auto_routes_every_turn(routed):

@@ -52,7 +52,8 @@ def _read_config(path: Path) -> dict:
         raise LocomlxError(f"{config_path} is not valid JSON ({exc}); fix or regenerate the file.") from exc
 
 
-def _weights_file(path: Path) -> Path:
+def weights_file(path: Path) -> Path:
+    """The adapter's weights: adapter_model.safetensors, else mlx-lm's adapters.safetensors; pickles refused."""
     for name in WEIGHT_FILES:
         if (path / name).is_file():
             return path / name
@@ -106,7 +107,7 @@ def read_adapter(path: str | Path, name: str | None = None) -> AdapterFile:
         raise LocomlxError(f"Adapter directory '{path}' does not exist.")
     config = _read_config(path)
     layout, scale = _config_scale(config, path / "adapter_config.json")
-    weights_path = _weights_file(path)
+    weights_path = weights_file(path)
     try:
         tensors = mx.load(str(weights_path))
     except Exception as exc:

@@ -51,7 +51,8 @@ def _ood_entry(adapter_run: BenchmarkRun, base_run: BenchmarkRun) -> dict:
 def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | None = None,
                      benchmark: str | Path | None = None, metric: str | None = None,
                      inference: InferenceConfig = InferenceConfig(), ood: bool = True,
-                     on_progress: Callable[[str, int, int], None] | None = None, ensemble: bool = False) -> Evaluation:
+                     on_progress: Callable[[str, int, int], None] | None = None, ensemble: bool = False,
+                     ood_limit: int | None = None) -> Evaluation:
     """Adapter vs base; with `ensemble`, the adapter's answers are the vote of every registered adapter of its
     domain (the base answers alone). `inference` applies to both: RE2 and votes are measured on each."""
     started = time.perf_counter()
@@ -75,14 +76,17 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
 
     adapter_run = run_benchmark(engine, benchmark, name, metric, inference, progress(f"{name} on {benchmark.name}"))
     base_run = run_benchmark(engine, benchmark, None, metric, base_inference, progress(f"base on {benchmark.name}"))
+    ood_inference, ood_base_inference = (replace(i, limit=ood_limit or i.limit) for i in (inference, base_inference))
     ood_runs = []
     if ood:
+        seen = {benchmark.read_bytes()}
         for other in library_benchmarks(library):
-            if other.resolve() == benchmark.resolve() or other.read_bytes() == benchmark.read_bytes():
+            if other.read_bytes() in seen:  # its own benchmark, or a copy of one already checked
                 continue
+            seen.add(other.read_bytes())
             label = other.parent.parent.name
-            ood_runs.append((run_benchmark(engine, other, name, None, inference, progress(f"{name} on {label}")),
-                             run_benchmark(engine, other, None, None, base_inference, progress(f"base on {label}"))))
+            ood_runs.append((run_benchmark(engine, other, name, None, ood_inference, progress(f"{name} on {label}")),
+                             run_benchmark(engine, other, None, None, ood_base_inference, progress(f"base on {label}"))))
 
     improvement = adapter_run.score - base_run.score
     p_value = paired_p_value([e.score for e in adapter_run.examples], [e.score for e in base_run.examples])
@@ -111,7 +115,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
         "ood_degradation": degradation,
         "passed": significant and degradation <= MAX_OOD_DEGRADATION,
         "judge_sd": statistics.pstdev(adapter_run.judge_pass_scores) if adapter_run.judge_pass_scores else None,
-        "inference": adapter_run.inference.__dict__,
+        "inference": {**adapter_run.inference.__dict__, "ood_limit": ood_limit},
         "hardware": hardware(),
         "locomlx_version": __version__,
         "duration_seconds": time.perf_counter() - started,

@@ -3,9 +3,10 @@
 Answers are greedy and generated in batches; each example's output, extracted
 answer and score are kept so failures can be inspected. The inference
 enhancements (locomlx/boost) are options of the same run: RE2 re-reading,
-self-consistency votes, and an ensemble of adapters voting in one mixed batch. The base model's answers
-are cached by (base model, benchmark hash, inference config), so the base is not
-re-run for every adapter evaluated against it; scores are always recomputed.
+self-consistency votes, and an ensemble of adapters voting in one mixed batch. Every model's
+answers are cached by (base model, adapter weights, benchmark hash, inference config), so the
+base is not re-run for every adapter evaluated against it and an adapter's answers are reused by
+later runs (the router's evaluation, the swarm experiment); scores are always recomputed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from locomlx.adapters.format import weights_file
 from locomlx.boost.answers import answer_key
 from locomlx.boost.doctests import count_passed, visible_tests
 from locomlx.boost.sampling import VoteSettings, sample_candidates, vote_on
@@ -134,15 +136,28 @@ def score_answer(metric: str, output: str, example: Example) -> metrics.Score:
     return metrics.rouge_l(output, example.output)
 
 
-def _base_cache_path(engine: Engine, sha: str, inference: InferenceConfig, metric: str) -> Path:
-    """Where the base model's answers to a benchmark are kept. Answers, not scores, are cached:
-    scoring is cheap and re-done every time, so a fixed metric never serves stale scores.
-    Voted answers depend on the metric (it extracts what is voted on), so their key includes it."""
+def _answers_cache_path(engine: Engine, adapter: str | None, sha: str, inference: InferenceConfig,
+                        metric: str) -> Path | None:
+    """Where one model's answers to a benchmark are kept; None when the model has no files to name it by
+    (compositions, ensembles). The key is the base model, the adapter's weights and config hashes,
+    the benchmark hash and the inference settings except `limit`: the file holds the answers to
+    the first N examples, and a run wanting more generates only the rest. Answers, not scores,
+    are cached, so a changed metric never serves stale scores; voted answers depend on the metric
+    (it extracts what is voted on), so their key includes it."""
+    if inference.ensemble:
+        return None
+    model = ["base"]
+    if adapter is not None:
+        resident = engine.adapters.get(adapter)
+        if resident is None or resident.parts:
+            return None
+        folder = Path(resident.path)
+        model = [file_sha256(weights_file(folder)), file_sha256(folder / "adapter_config.json")]
     base = engine.base.resolved
-    voted_by = metric if inference.votes > 1 else None
-    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, sha, asdict(inference)]
-                     + ([voted_by] if voted_by else []))
-    return cache_dir() / "eval" / f"base-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
+    settings = {k: v for k, v in asdict(inference).items() if k != "limit"}
+    key = json.dumps([base.reference, base.source_hash, engine.base.compute_dtype, *model, sha, settings]
+                     + ([metric] if inference.votes > 1 else []))
+    return cache_dir() / "eval" / f"answers-{hashlib.sha256(key.encode()).hexdigest()[:20]}.json"
 
 
 @dataclass
@@ -154,8 +169,11 @@ class _Answers:
 
 
 def _generate(engine: Engine, examples: list[Example], adapter: str | None, metric: str, inference: InferenceConfig,
-              on_progress: Callable[[int, int], None] | None) -> _Answers:
-    """Answers in batches: greedy, or voted on when the inference config asks for votes or an ensemble."""
+              on_progress: Callable[[int, int], None] | None, offset: int = 0) -> _Answers:
+    """Answers in batches: greedy, or voted on when the inference config asks for votes or an ensemble.
+
+    `offset` is the first example's index in the benchmark: sampling seeds follow it, so answers
+    generated in pieces equal those generated at once."""
     voting = inference.votes > 1 or bool(inference.ensemble)
     members = inference.ensemble or [adapter]
     outputs: list[str] = []
@@ -165,7 +183,7 @@ def _generate(engine: Engine, examples: list[Example], adapter: str | None, metr
         chunk = examples[i:i + inference.batch_size]
         conversations = [example_messages(ex.instruction, ex.input, reread=inference.reread) for ex in chunk]
         if voting:
-            settings = VoteSettings(inference.votes, inference.vote_temperature, inference.seed + i)
+            settings = VoteSettings(inference.votes, inference.vote_temperature, inference.seed + offset + i)
             candidates, batch = sample_candidates(engine, conversations, members, settings, inference.max_tokens,
                                                   inference.batch_size)
             votes = [_vote(metric, ex, group) for ex, group in zip(chunk, candidates)]
@@ -178,7 +196,7 @@ def _generate(engine: Engine, examples: list[Example], adapter: str | None, metr
         tokens += batch.generation_tokens
         seconds += batch.seconds
         if on_progress:
-            on_progress(len(outputs), len(examples))
+            on_progress(offset + len(outputs), offset + len(examples))
     return _Answers(outputs, tokens / seconds if seconds else 0.0, seconds, splits)
 
 
@@ -202,13 +220,17 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     metric = choose_metric(examples, metric)
     sha = file_sha256(benchmark)
     start = time.perf_counter()
-    cache = _base_cache_path(engine, sha, inference, metric) if adapter is None and not inference.ensemble else None
-    if cache is not None and cache.is_file():
-        cached = json.loads(cache.read_text())
-        answers = _Answers(cached["outputs"], cached["generation_tokens_per_second"],
-                           cached.get("generation_seconds", 0.0), cached.get("votes", [None] * len(examples)))
+    cache = _answers_cache_path(engine, adapter, sha, inference, metric)
+    cached = json.loads(cache.read_text()) if cache is not None and cache.is_file() else None
+    have = len(cached["outputs"]) if cached else 0
+    if have >= len(examples):
+        share = len(examples) / have  # the time of a prefix: its share of the cached run's time
+        answers = _Answers(cached["outputs"][:len(examples)], cached["generation_tokens_per_second"],
+                           cached["generation_seconds"] * share, cached["votes"][:len(examples)])
     else:
-        answers = _generate(engine, examples, adapter, metric, inference, on_progress)
+        new = _generate(engine, examples[have:], adapter, metric, inference, on_progress, offset=have)
+        answers = new if not cached else _Answers(cached["outputs"] + new.outputs, new.tokens_per_second,
+                                                  cached["generation_seconds"] + new.seconds, cached["votes"] + new.votes)
         if cache is not None:
             write_json_atomic(cache, {"outputs": answers.outputs, "votes": answers.votes,
                                       "generation_tokens_per_second": answers.tokens_per_second,

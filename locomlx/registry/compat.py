@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlx.nn as nn
 
-from locomlx.adapters.format import WEIGHT_FILES, AdapterFile
+from locomlx.adapters.format import AdapterFile
 from locomlx.engine.lora import linear_dims
 from locomlx.models.resolve import ResolvedModel, resolve_model
 from locomlx.provenance import file_sha256
@@ -73,9 +72,3 @@ def incompatibility(adapter: AdapterFile, base: BaseFacts) -> str | None:
     more = f" (and {len(problems) - 3} more layers)" if len(problems) > 3 else ""
     return (f"{'; '.join(problems[:3])}{more}: it was trained for a different base model than "
             f"{base.resolved.reference}")
-
-
-def weights_file(adapter_dir: Path) -> Path:
-    """The adapter's weights file (adapter_model.safetensors, else mlx-lm's adapters.safetensors)."""
-    return next((adapter_dir / name for name in WEIGHT_FILES if (adapter_dir / name).is_file()),
-                adapter_dir / WEIGHT_FILES[0])

@@ -21,7 +21,8 @@ from locomlx.eval.results import read_results
 from locomlx.models.resolve import REPO_ID
 from locomlx.provenance import file_sha256
 from locomlx.registry.archive import ArchiveLimits, archive_stem, check_adapter_files, extract_archive
-from locomlx.registry.compat import incompatibility, inspect_base, weights_file
+from locomlx.adapters.format import weights_file
+from locomlx.registry.compat import incompatibility, inspect_base
 from locomlx.registry.history import apply_results
 from locomlx.registry.schema import AdapterEntry, Registry, RouterHints, current_semester
 from locomlx.registry.store import check_registry, library_lock, load_registry, save_registry

@@ -12,7 +12,8 @@ from pathlib import Path
 from locomlx.errors import LocomlxError
 from locomlx.eval.results import read_results
 from locomlx.provenance import file_sha256
-from locomlx.registry.compat import inspect_base, weights_file
+from locomlx.adapters.format import weights_file
+from locomlx.registry.compat import inspect_base
 from locomlx.registry.history import apply_results
 from locomlx.registry.schema import BaseModelInfo, Registry, current_academic_year
 from locomlx.registry.store import edit_registry, library_lock, registry_path, save_registry
@@ -48,7 +49,7 @@ def refresh_registry(library: Path, names: list[str] | None = None) -> list[str]
                                    "changed")
             folder = library / entry.path
             weights = weights_file(folder)
-            if weights.is_file() and entry.sha256 != (sha := file_sha256(weights)):
+            if entry.sha256 != (sha := file_sha256(weights)):
                 entry.sha256 = sha
                 changes.append(f"{name}: sha256 of {weights.name} recorded")
             if entry.benchmark is None and (folder / BENCHMARK).is_file():

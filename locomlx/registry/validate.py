@@ -19,7 +19,8 @@ from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
 from locomlx.eval.results import read_results
 from locomlx.provenance import file_sha256
-from locomlx.registry.compat import BaseFacts, incompatibility, inspect_base, weights_file
+from locomlx.adapters.format import weights_file
+from locomlx.registry.compat import BaseFacts, incompatibility, inspect_base
 from locomlx.registry.schema import AdapterEntry, Registry
 from locomlx.registry.store import read_registry, registry_path
 

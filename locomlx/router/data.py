@@ -2,7 +2,7 @@
 
 Domain queries are the user turns (instruction + input, exactly as chat would send them) of
 each registered adapter's training data (for training; the input alone is added too) or
-benchmark (held out). The `general`
+benchmark (held out); a domain without an active adapter counts as `general`. The `general`
 class — questions no specialist covers — comes from `router/general.jsonl` in the library
 (built by scripts/data/general_queries.py), whose rows carry a `split` of train or heldout.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 from locomlx.data.records import read_examples
 from locomlx.errors import LocomlxError
 from locomlx.prompt import example_messages
-from locomlx.registry import Registry
+from locomlx.registry import Registry, active_adapters
 from locomlx.router.decision import GENERAL
 
 SPLITS = ("train", "heldout")
@@ -52,6 +52,9 @@ def _general(library: Path, split: str) -> list[Query]:
 
 
 def _domain_queries(registry: Registry, library: Path, split: str) -> list[Query]:
+    """Each installed adapter's queries, labelled with its domain; a domain without an active adapter
+    has no specialist to route to, so its queries belong to `general` (the base model answers)."""
+    served = set(active_adapters(registry))
     queries = []
     for entry in registry.adapters.values():
         if not entry.installed:
@@ -62,12 +65,13 @@ def _domain_queries(registry: Registry, library: Path, split: str) -> list[Query
         if not examples:
             raise LocomlxError(f"Adapter '{entry.name}' has no usable examples at {path}; the router needs its "
                                f"{'training data' if split == 'train' else 'benchmark'}.")
+        label = entry.domain if entry.domain in served else GENERAL
         for ex in examples:
             where = f"{path}:{ex.line}"
-            queries.append(Query(example_messages(ex.instruction, ex.input)[0]["content"], entry.domain, where))
+            queries.append(Query(example_messages(ex.instruction, ex.input)[0]["content"], label, where))
             if split == "train" and ex.input.strip():
                 # Users also paste the text alone, without the task's instruction.
-                queries.append(Query(ex.input.strip(), entry.domain, where))
+                queries.append(Query(ex.input.strip(), label, where))
     return queries
 
 
@@ -77,8 +81,11 @@ def routing_queries(registry: Registry, library: Path, split: str, per_domain: i
     if split not in SPLITS:
         raise ValueError(split)
     by_domain: dict[str, list[Query]] = {}
+    seen = set()  # adapters of one domain often share data (e.g. the same benchmark)
     for query in _domain_queries(registry, library, split) + _general(library, split):
-        by_domain.setdefault(query.domain, []).append(query)
+        if query.text not in seen:
+            seen.add(query.text)
+            by_domain.setdefault(query.domain, []).append(query)
     rng = random.Random(seed)
     picked = []
     for domain in sorted(by_domain):

