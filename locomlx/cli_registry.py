@@ -287,7 +287,8 @@ def leaderboard(domain, markdown, adapters_dir, as_json):
     """
     from locomlx.registry.leaderboard import format_leaderboard, format_markdown
     from locomlx.registry.leaderboard import leaderboard as rank
-    from locomlx.registry.store import load_registry, write_text_atomic
+    from locomlx.atomic import write_text_atomic
+    from locomlx.registry.store import load_registry
 
     if as_json and markdown:
         raise click.UsageError("Choose one of --json and --markdown.")

@@ -19,7 +19,8 @@ from locomlx.adapters.library import library_dir
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.evaluate import evaluate_adapter, format_report
-from locomlx.eval.run import InferenceConfig, run_benchmark, write_json_atomic
+from locomlx.atomic import write_json_atomic
+from locomlx.eval.run import InferenceConfig, run_benchmark
 
 
 def main() -> int:

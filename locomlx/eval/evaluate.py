@@ -25,7 +25,8 @@ from locomlx.data.checks import library_benchmarks
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.results import validate_results
-from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark, write_json_atomic
+from locomlx.atomic import write_json_atomic
+from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark
 from locomlx.eval.stats import paired_p_value
 from locomlx.provenance import hardware
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
 from locomlx.adapters.format import weights_file
+from locomlx.atomic import write_json_atomic
 from locomlx.boost.answers import answer_key
 from locomlx.boost.doctests import count_passed, visible_tests
 from locomlx.boost.sampling import VoteSettings, sample_candidates, vote_on
@@ -253,11 +252,3 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         inference=inference, examples=results, judge_pass_scores=judge_passes, generation_seconds=answers.seconds,
     )
     return run
-
-
-def write_json_atomic(path: Path, data) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2)
-    os.replace(tmp, path)

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import fcntl
 import os
-import tempfile
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
 from locomlx.data.records import Problem
+from locomlx.atomic import write_text_atomic
 from locomlx.errors import LocomlxError
 from locomlx.registry.schema import Registry, format_registry, parse_registry
 
@@ -53,23 +53,6 @@ def load_registry(library: Path) -> Registry:
     if problems:
         raise _refuse(problems, f"{registry_path(library)} is not a valid registry")
     return registry
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Replace `path` with `text` in one rename; the file keeps its permissions (new files get 0644)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @contextmanager
