@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
+import io
 import random
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Callable
 import mlx.core as mx
 import numpy as np
 
+from locomlx.atomic import write_bytes_atomic
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.models.load import compute_stream
@@ -161,17 +161,11 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
 
 def save_router(router: EmbeddingRouter, library: Path) -> Path:
     path = router_file(library)
-    path.parent.mkdir(parents=True, exist_ok=True)
     c = router.classifier
     meta = dict(router.meta or {}, classes=c.classes, layers=router.layers, max_tokens=router.max_tokens)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".embedding-", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, mean=c.mean, scale=c.scale, weights=c.weights, bias=c.bias, meta=np.array(json.dumps(meta)))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, mean=c.mean, scale=c.scale, weights=c.weights, bias=c.bias, meta=np.array(json.dumps(meta)))
+    write_bytes_atomic(path, buffer.getvalue())
     return path
 
 
