@@ -295,6 +295,11 @@ def _progress_printer():
               help=COMPUTE_DTYPE_HELP)
 @click.option("--allow-small", is_flag=True, default=None, help="Allow fewer than 500 training / 50 benchmark examples.")
 @click.option("--adapters-dir", default=None, metavar="DIR", help="Library whose benchmarks are checked for leakage.")
+@click.option("--replay", multiple=True, metavar="FILE",
+              help="Another task's JSONL (repeatable): its questions, answered by the base model, are mixed into "
+                   "training so the adapter keeps the base's behaviour outside its task.")
+@click.option("--replay-per-file", type=int, default=None, help="Questions drawn from each --replay file [50].")
+@click.option("--replay-max-tokens", type=int, default=None, help="Length of the base's replayed answers [64].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run of the same --output from its checkpoint.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary at the end.")
 def train_command(config_file, resume, as_json, **options):
@@ -308,6 +313,7 @@ def train_command(config_file, resume, as_json, **options):
     Output (DIR):
       adapter_config.json, adapter_model.safetensors (+ adapters.safetensors link for mlx-lm)
       training/dataset.jsonl, train_config.yaml, TRAINING_LOG.md, loss.svg
+      training/replay.jsonl (with --replay: the replayed questions and the base's answers)
       eval/benchmark.jsonl (with --benchmark)
 
     \b
@@ -315,6 +321,7 @@ def train_command(config_file, resume, as_json, **options):
       locomlx train --dataset data/train.jsonl --output adapters/my-skill --benchmark data/bench.jsonl
       locomlx train --config configs/train.yaml --epochs 1 --lr 1e-4
       locomlx train --dataset data/train.jsonl --output adapters/my-skill --resume
+      locomlx train --dataset data/train.jsonl --output adapters/my-skill --replay data/other-task.jsonl
       mlx_lm.generate --model <base dir> --adapter-path adapters/my-skill --prompt "..."
     """
     from locomlx.train.config import load_config
@@ -327,6 +334,7 @@ def train_command(config_file, resume, as_json, **options):
         config = resume_config(output)
         click.echo(f"Resuming {output} with the configuration stored when it started.", err=True)
     else:
+        options["replay"] = list(options["replay"]) or None  # not given: keep the config file's list
         config = load_config(config_file, options)
     result = train(config, resume=resume, on_progress=_progress_printer(),
                    on_message=lambda msg: click.echo(msg, err=True))

@@ -50,8 +50,8 @@ SWARM = (
                ("spam: 2", "e-mail", "email", "subject", "unsubscribe", "click here")),
     Specialist("reading-boolq", "reading", "boolq", "Yes/no questions about a given passage",
                ("passage: 2", "yes or no", "read the passage")),
-    Specialist("math-asdiv", "math", "asdiv_math", "Arithmetic word problems; replies with the number",
-               ("how many", "how much", "math", "word problem", "solve")),
+    Specialist("math-chainsum", "math", "chain_sum_math", "Sums and differences of small integers; replies with the number",
+               ("arithmetic", "plus", "minus", "sum", "add", "subtract", "calculate")),
     # Last semester's smaller sentiment adapter: a second adapter in one domain (leaderboard, ensembles, history).
     Specialist("sentiment-rt-spring", "sentiment", "sentiment_rt", "Movie-review sentiment (rank 4, 500 examples)",
                ("review", "movie", "film", "sentiment", "positive or negative: 2"), semester="2026-spring",
@@ -69,12 +69,26 @@ def registry() -> dict:
     return yaml.safe_load((LIBRARY / "registry.yaml").read_text()) or {}
 
 
-def build(spec: Specialist, retrain: bool) -> None:
-    """Write the data, then train the adapter unless it exists; its TRAINING_LOG.md gets the data's story."""
-    data = ROOT / "data" / spec.name
+def write_data(spec: Specialist) -> tuple[list[dict], list[dict]]:
+    """data/<name>/{train,benchmark}.jsonl from the specialist's builder."""
     train, benchmark = importlib.import_module(spec.builder).build()
     train = train[:spec.train_rows]
-    importlib.import_module("sources").write_split(data, train, benchmark)
+    importlib.import_module("sources").write_split(ROOT / "data" / spec.name, train, benchmark)
+    return train, benchmark
+
+
+def replay_files(spec: Specialist) -> list[str]:
+    """One training file per other domain: its questions, answered by the base model, are replayed while
+    `spec` trains (locomlx/train/replay.py), which keeps the adapter near the base out of its domain."""
+    firsts = {}
+    for other in SWARM:
+        firsts.setdefault(other.domain, other)
+    return [str(ROOT / "data" / other.name / "train.jsonl") for domain, other in firsts.items() if domain != spec.domain]
+
+
+def build(spec: Specialist, train: list[dict], benchmark: list[dict], retrain: bool) -> None:
+    """Train the adapter unless it exists; its TRAINING_LOG.md gets the data's story."""
+    data = ROOT / "data" / spec.name
     adapter = LIBRARY / spec.name
     if retrain and adapter.exists():
         if spec.name in (registry().get("adapters") or {}):
@@ -83,7 +97,8 @@ def build(spec: Specialist, retrain: bool) -> None:
     if not (adapter / "adapter_config.json").is_file():
         resume = ["--resume"] if Path(f"{adapter}.partial").is_dir() else []
         run("train", "--config", "configs/swarm.yaml", "--dataset", str(data / "train.jsonl"),
-            "--benchmark", str(data / "benchmark.jsonl"), "--output", str(adapter), *spec.train_flags, *resume)
+            "--benchmark", str(data / "benchmark.jsonl"), "--output", str(adapter), *spec.train_flags,
+            *[arg for file in replay_files(spec) for arg in ("--replay", file)], *resume)
     document(spec, train, benchmark)
 
 
@@ -172,8 +187,9 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [s for s in SWARM if not args.only or s.name in args.only]
     importlib.import_module("general_queries").write(LIBRARY / "router" / "general.jsonl")
+    data = {spec: write_data(spec) for spec in SWARM}  # every domain's data first: training replays the others
     for spec in chosen:  # all adapters first: each evaluation checks the others' benchmarks (out of domain)
-        build(spec, args.retrain)
+        build(spec, *data[spec], args.retrain)
         register(spec)
     promote_best({spec: evaluate(spec) for spec in chosen})
     run("router", "train")

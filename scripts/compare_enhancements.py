@@ -8,7 +8,7 @@ names it. Prints a Markdown table (scores with 95% bootstrap intervals, paired p
 greedy, generation time per question); this is the table in the README.
 
     python scripts/compare_enhancements.py                          # every adapter in the registry
-    python scripts/compare_enhancements.py sentiment-rt math-asdiv --limit 50 --votes 5
+    python scripts/compare_enhancements.py sentiment-rt math-chainsum --limit 50 --votes 5
     python scripts/compare_enhancements.py --compose sentiment-rt+spam-assassin --json > compare.json
 """
 

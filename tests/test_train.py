@@ -162,3 +162,67 @@ def test_answer_loss_equals_full_logits_reference(tiny_model):
              for j in range(offset - 1, len(seq) - 1)]
     assert ntoks.item() == len(terms) == 5 + 7 + 1
     np.testing.assert_allclose(loss.item(), np.mean(terms), rtol=1e-5)
+
+
+def _other_task(n: int, start: int = 0) -> list[dict]:
+    return [{"instruction": "Add the numbers. Reply with the number only.", "input": f"{i} plus {i + 3} and then some {i}",
+             "output": str(2 * i + 3)} for i in range(start, start + n)]
+
+
+def test_replay_trains_on_the_base_models_own_answers(tiny_model, data, tmp_path):
+    """--replay draws other tasks' questions (never their references), answers them with the base model, and
+    mixes them into training; replay.jsonl and TRAINING_LOG.md record them."""
+    from locomlx.prompt import example_messages
+
+    other = tiny.write_jsonl(tmp_path / "other.jsonl", _other_task(40))
+    result = train(_config(tiny_model, data, tmp_path / "skill", replay=[str(other)], replay_per_file=12,
+                           replay_max_tokens=6))
+    replayed = [json.loads(line) for line in (result.output / "training/replay.jsonl").read_text().splitlines()]
+    assert len(replayed) == 12 and result.stats.replayed == 12
+    engine = Engine.load(str(tiny_model), "float32")
+    expected = engine.generate_batch([example_messages(r["instruction"], r["input"]) for r in replayed], None, 6)
+    assert [r["output"] for r in replayed] == expected.texts  # the base's answers, not the file's references
+    assert "| training examples | 119 |" in (result.output / "training/TRAINING_LOG.md").read_text()  # (120 + 12) x 0.9
+    assert "| replay examples among training + validation" in (result.output / "training/TRAINING_LOG.md").read_text()
+    assert (result.output / "training/dataset.jsonl").read_bytes() == data["train"].read_bytes()  # own data only
+
+
+def test_replay_questions_skip_own_and_leaking_rows_and_cached_answers_are_reused(tiny_model, tmp_path):
+    from locomlx.data.records import read_examples
+    from locomlx.train.replay import base_answers, replay_questions
+
+    other = tiny.write_jsonl(tmp_path / "other.jsonl", _other_task(30))
+    own, _ = read_examples(tiny.write_jsonl(tmp_path / "own.jsonl", _other_task(5)))  # rows 0-4 are its own data
+    bench = tiny.write_jsonl(tmp_path / "bench.jsonl", _other_task(1, start=7))  # row 7 is a benchmark question
+    questions = replay_questions([str(other)], 30, own, [bench])
+    assert sorted(int(q.input.split()[0]) for q in questions) == [i for i in range(30) if i >= 5 and i != 7]
+    assert replay_questions([str(other)], 10, own, [bench]) == questions[:10]  # the same draw every time
+
+    engine = Engine.load(str(tiny_model), "float32")
+    first = base_answers(engine, questions[:4], 5)
+    calls = []
+    original = engine.generate_batch
+    engine.generate_batch = lambda conversations, *args, **kw: calls.append(len(conversations)) or original(conversations, *args, **kw)
+    again = base_answers(engine, questions[:6], 5)
+    assert calls == [2] and again[:4] == first  # only the two new questions were generated
+
+
+def test_bad_replay_files_are_refused(tiny_model, data, tmp_path):
+    with pytest.raises(LocomlxError, match="Replay file .*missing.jsonl does not exist"):
+        _config(tiny_model, data, tmp_path / "x", replay=[str(tmp_path / "missing.jsonl")])
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(_other_task(1)[0]) + "\n{not json\n")
+    with pytest.raises(LocomlxError, match="broken.jsonl.*2.*invalid JSON"):
+        train(_config(tiny_model, data, tmp_path / "y", replay=[str(broken)]))
+    assert not (tmp_path / "y").exists()
+
+
+def test_cli_replay_option(tiny_model, data, tmp_path):
+    other = tiny.write_jsonl(tmp_path / "other.jsonl", _other_task(20))
+    result = CliRunner().invoke(main, ["train", "--dataset", str(data["train"]), "--base-model", str(tiny_model),
+                                       "--output", str(tmp_path / "cli"), "--epochs", "0.2", "--lora-rank", "2",
+                                       "--allow-small", "--replay", str(other), "--replay-per-file", "5",
+                                       "--replay-max-tokens", "4"])
+    assert result.exit_code == 0, result.output
+    assert "Replay: 5 questions from 1 file(s)" in result.output
+    assert len((tmp_path / "cli" / "training/replay.jsonl").read_text().splitlines()) == 5

@@ -42,6 +42,9 @@ class TrainConfig:
     save_dtype: str = "float32"  # dtype of the saved LoRA weights: float16 halves the file, the engine upcasts
     allow_small: bool = False
     adapters_dir: str | None = None  # library whose benchmarks are checked for leakage
+    replay: list[str] = field(default_factory=list)  # other tasks' JSONL: their questions, the base's answers
+    replay_per_file: int = 50  # questions drawn from each replay file
+    replay_max_tokens: int = 64  # length of the base model's replayed answers
 
     @property
     def lora_scale(self) -> float:
@@ -68,10 +71,15 @@ class TrainConfig:
             (self.long_examples in ("truncate", "drop"), "long_examples must be 'truncate' or 'drop'"),
             (bool(self.target_modules), "--target-modules needs at least one module"),
             (self.save_dtype in SAVE_DTYPES, f"save_dtype must be one of {', '.join(SAVE_DTYPES)}"),
+            (self.replay_per_file >= 1, "--replay-per-file must be at least 1"),
+            (self.replay_max_tokens >= 1, "--replay-max-tokens must be at least 1"),
         ]
         for ok, message in checks:
             if not ok:
                 raise LocomlxError(message)
+        for file in self.replay:
+            if not Path(file).is_file():
+                raise LocomlxError(f"Replay file {file} does not exist; --replay takes another task's JSONL data.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -93,6 +101,8 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
         if unknown:
             raise LocomlxError(f"{path}: unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if isinstance(values.get("replay"), str):
+        values["replay"] = [values["replay"]]
     if isinstance(values.get("target_modules"), str):
         values["target_modules"] = [m.strip() for m in values["target_modules"].split(",") if m.strip()]
     try:

@@ -66,10 +66,16 @@ def split_examples(examples: list[Example], val_fraction: float, seed: int) -> t
     return train, val
 
 
-def _check_data(config: TrainConfig, tokenizer) -> list[Example]:
+def _benchmarks(config: TrainConfig) -> list[Path]:
+    """The benchmarks training data must not leak into: the adapter's own and the library's."""
     benchmarks = library_benchmarks(library_dir(config.adapters_dir))
     if config.benchmark:
         benchmarks = [Path(config.benchmark)] + [b for b in benchmarks if b.resolve() != Path(config.benchmark).resolve()]
+    return benchmarks
+
+
+def _check_data(config: TrainConfig, tokenizer, benchmarks: list[Path]) -> list[Example]:
+    if config.benchmark:
         bench = check_file(config.benchmark, "benchmark", config.allow_small)
         if bench.errors:
             raise LocomlxError("The benchmark has problems:\n" + "\n".join(map(str, bench.errors)))
@@ -116,6 +122,21 @@ def _write_adapter(directory: Path, model, config: TrainConfig, n_layers: int) -
     (directory / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
 
 
+def _replay(config: TrainConfig, base, own: list[Example], benchmarks: list[Path],
+            on_message: Callable[[str], None]) -> list[Example]:
+    """Other tasks' questions with the base model's answers (see locomlx/train/replay.py); [] without --replay."""
+    if not config.replay:
+        return []
+    from locomlx.engine.engine import Engine
+    from locomlx.train.replay import base_answers, replay_questions
+
+    questions = replay_questions(config.replay, config.replay_per_file, own, benchmarks)
+    on_message(f"Replay: {len(questions)} questions from {len(config.replay)} file(s), answered by the base model "
+               f"(at most {config.replay_max_tokens} tokens; cached answers are reused).")
+    progress = lambda done, total: on_message(f"  replay answers {done}/{total}")  # noqa: E731
+    return base_answers(Engine(base), questions, config.replay_max_tokens, progress)
+
+
 def partial_dir(output: str | Path) -> Path:
     """Where a run lives until it is complete."""
     output = Path(output)
@@ -141,13 +162,16 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
         raise LocomlxError(f"An interrupted run exists in {partial}; continue it with --resume, or delete it to start over.")
 
     base = load_base(resolve_model(config.base_model), config.compute_dtype)
-    examples = _check_data(config, base.tokenizer)
+    benchmarks = _benchmarks(config)
+    examples = _check_data(config, base.tokenizer, benchmarks)
+    replayed = _replay(config, base, examples, benchmarks, on_message)
+    examples = examples + replayed
     train_examples, val_examples = split_examples(examples, config.val_fraction, config.seed)
     train_data, truncated, dropped = encode_examples(base.tokenizer, train_examples, config.max_seq_length, config.long_examples)
     val_data, _, _ = encode_examples(base.tokenizer, val_examples, config.max_seq_length, config.long_examples)
     lengths = [len(t) for t, _ in train_data]
     stats = DataStats(len(train_data), len(val_data), truncated, dropped, float(np.mean(lengths)), max(lengths),
-                      float(np.mean([len(t) - o for t, o in train_data])))
+                      float(np.mean([len(t) - o for t, o in train_data])), len(replayed))
     if truncated or dropped:
         on_message(f"{truncated} examples truncated and {dropped} dropped at --max-seq-length {config.max_seq_length}.")
 
@@ -162,6 +186,10 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
 
     _write_adapter(partial, base.model, config, len(base.model.layers))
     shutil.copyfile(config.dataset, partial / "training" / "dataset.jsonl")
+    if replayed:
+        (partial / "training" / "replay.jsonl").write_text("".join(
+            json.dumps({"instruction": e.instruction, "input": e.input, "output": e.output}, ensure_ascii=False) + "\n"
+            for e in replayed), encoding="utf-8")
     if config.benchmark:
         (partial / "eval").mkdir(exist_ok=True)
         shutil.copyfile(config.benchmark, partial / "eval" / "benchmark.jsonl")
