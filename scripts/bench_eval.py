@@ -2,7 +2,8 @@
 """Evaluation throughput: batched generation against one prompt at a time, and against transformers.
 
 The same greedy answers to the same prompts (HumanEval-style instructions of varied length),
-on the embedded model: locomlx batched (how `locomlx eval` runs), locomlx one prompt at a time,
+on the embedded model: locomlx batched (how `locomlx eval` runs), the same batches with the shared
+prompt prefix prefilled for every row (engine/prefix.py switched off), locomlx one prompt at a time,
 and transformers' batched `generate` on the same float32 weights (if torch is installed).
 Throughput is generated tokens per second of wall time; each engine runs in its own process.
 
@@ -30,20 +31,26 @@ def prompts(n: int) -> list[str]:
 
 
 def run_locomlx(settings: dict) -> dict:
+    from locomlx.engine import prefix
     from locomlx.engine.engine import Engine
     from locomlx.prompt import example_messages
 
     engine = Engine.load()
     conversations = [example_messages(p) for p in prompts(settings["prompts"])]
-    engine.generate_batch(conversations[:2], max_tokens=4)  # warm-up
+    engine.generate_batch(conversations, max_tokens=4, batch_size=settings["batch_size"])  # warm-up at full size
     batched = engine.generate_batch(conversations, max_tokens=settings["max_tokens"], batch_size=settings["batch_size"])
+    shared_prefix_threshold = prefix.MIN_SHARED_TOKENS
+    prefix.MIN_SHARED_TOKENS = sys.maxsize  # the same batches with every row prefilled in full
+    unshared = engine.generate_batch(conversations, max_tokens=settings["max_tokens"], batch_size=settings["batch_size"])
+    prefix.MIN_SHARED_TOKENS = shared_prefix_threshold
     start = time.perf_counter()
     singles = [engine.generate(c, max_tokens=settings["max_tokens"]) for c in conversations]
     single_seconds = time.perf_counter() - start
     return {
         "batched": {"tokens": batched.generation_tokens, "seconds": batched.seconds},
+        "batched_unshared_prefix": {"tokens": unshared.generation_tokens, "seconds": unshared.seconds},
         "one_at_a_time": {"tokens": sum(g.generation_tokens for g in singles), "seconds": single_seconds},
-        "same_answers": batched.texts == [g.text for g in singles],
+        "same_answers": batched.texts == [g.text for g in singles] == unshared.texts,
     }
 
 
@@ -110,7 +117,9 @@ def main() -> None:
     single = tps(results["locomlx"]["one_at_a_time"])
     print(f"Greedy answers to {args.prompts} prompts, up to {args.max_tokens} tokens each, batches of {args.batch_size}, "
           "SmolLM2-135M")
+    unshared = tps(results["locomlx"]["batched_unshared_prefix"])
     print(f"  locomlx batched        {ours:7.1f} tokens/s")
+    print(f"  ... prefix not shared  {unshared:7.1f} tokens/s   shared / not shared = {ours / unshared:.2f}x")
     print(f"  locomlx one at a time  {single:7.1f} tokens/s   batched / one at a time = {ours / single:.2f}x "
           f"(same answers: {results['locomlx']['same_answers']})")
     if "transformers" in results:

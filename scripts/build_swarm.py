@@ -4,7 +4,7 @@
 Every step is a `locomlx` command (printed before it runs) and is skipped when its output already
 exists, so an interrupted build continues where it stopped; --retrain starts the adapters over.
 
-    python scripts/build_swarm.py               # everything (about 45 minutes on a 2-core CPU)
+    python scripts/build_swarm.py               # everything (timed in the README, on a 2-core CPU)
     python scripts/build_swarm.py --only sentiment-rt --retrain
 
 Data comes from pinned PyPI/npm packages (scripts/data/sources.py); each adapter's TRAINING_LOG.md
@@ -39,7 +39,7 @@ class Specialist:
     description: str
     keywords: tuple[str, ...]
     semester: str = "2026-fall"
-    train_rows: int | None = None  # use only the first N training examples
+    train_rows: int = 500  # use only the first N training examples (with replay, ~160 steps: minutes on a CPU)
     train_flags: tuple[str, ...] = ()  # on top of configs/swarm.yaml
 
 
@@ -48,8 +48,10 @@ SWARM = (
                ("review", "movie", "film", "sentiment", "positive or negative: 2")),
     Specialist("spam-assassin", "spam", "spam_assassin", "E-mail spam detection: spam or legitimate",
                ("spam: 2", "e-mail", "email", "subject", "unsubscribe", "click here")),
+    # Its yes/no answers carry over to other questions shaped like yes/no ("is this e-mail spam?"): with 50
+    # replayed questions per domain it lost 0.13 on spam, so it replays twice as many.
     Specialist("reading-boolq", "reading", "boolq", "Yes/no questions about a given passage",
-               ("passage: 2", "yes or no", "read the passage")),
+               ("passage: 2", "yes or no", "read the passage"), train_flags=("--replay-per-file", "100")),
     Specialist("math-chainsum", "math", "chain_sum_math", "Sums and differences of small integers; replies with the number",
                ("arithmetic", "plus", "minus", "sum", "add", "subtract", "calculate")),
     # Last semester's smaller sentiment adapter: a second adapter in one domain (leaderboard, ensembles, history).

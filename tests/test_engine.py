@@ -212,3 +212,40 @@ def test_compute_dtypes_agree(tiny_model_4bit):
 def test_unknown_compute_dtype(tiny_model):
     with pytest.raises(LocomlxError, match="Unknown compute dtype 'float8'"):
         Engine.load(str(tiny_model), compute_dtype="float8")
+
+
+def test_shared_prompt_prefix_is_prefilled_once_with_the_same_results(engine, adapters):
+    """Rows sharing a system turn and instruction get the prefix's keys and values from one forward pass;
+    every row's answer and log-probability equal generating it alone."""
+    from locomlx.engine.prefix import common_prefix_length, prefill_shared_prefix
+    from locomlx.prompt import example_messages, render_prompt
+
+    engine.load_adapter(adapters["r4"])
+    rows = tiny.sentiment_examples(5, 7)
+    conversations = [example_messages(r["instruction"], r["input"]) for r in rows]
+    prompts = [render_prompt(engine.tokenizer, c) for c in conversations]
+    shared = common_prefix_length(prompts)
+    assert shared > 8 and all(p[:shared] == prompts[0][:shared] for p in prompts)
+    suffixes, caches = prefill_shared_prefix(engine.model, prompts)
+    assert [len(s) for s in suffixes] == [len(p) - shared for p in prompts] and caches[0][0].offset == shared
+    assert prefill_shared_prefix(engine.model, prompts[:1]) == (prompts[:1], None)  # a single row: nothing shared
+    assert prefill_shared_prefix(engine.model, [[1, 2, 3], [1, 2, 4]])[1] is None  # too short to pay off
+
+    calls = []
+    original = type(engine.model).__call__
+
+    def counting(self, inputs, *args, **kwargs):
+        calls.append(inputs.shape)
+        return original(self, inputs, *args, **kwargs)
+
+    type(engine.model).__call__ = counting
+    try:
+        batched = engine.generate_batch(conversations, "r4", max_tokens=6, batch_size=5, logprobs=True)
+    finally:
+        type(engine.model).__call__ = original
+    assert calls[0] == (1, shared)  # the prefix, once
+    assert calls[1][0] == 5 and calls[1][1] <= max(len(p) for p in prompts) - shared  # then only the rows' own tokens
+    for conversation, text, mean in zip(conversations, batched.texts, batched.mean_logprobs):
+        alone = engine.generate_batch([conversation], "r4", max_tokens=6, logprobs=True)
+        assert alone.texts == [text]
+        np.testing.assert_allclose(alone.mean_logprobs[0], mean, atol=1e-4)

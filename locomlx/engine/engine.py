@@ -28,6 +28,7 @@ from locomlx.adapters.format import AdapterFile, read_adapter
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.engine.mixed import MixedModel, plan_mix
+from locomlx.engine.prefix import prefill_shared_prefix
 from locomlx.errors import LocomlxError
 from locomlx.models.load import BaseModel, compute_stream, load_base
 from locomlx.models.resolve import resolve_model
@@ -260,7 +261,8 @@ class Engine:
 
         Every conversation uses `adapter`, or with `adapters` each its own (None = base): a mixed batch,
         still one forward pass per step. Greedy by default; with a temperature, sampled (reproducibly when
-        a seed is given). `logprobs` adds each answer's mean token log-probability.
+        a seed is given). `logprobs` adds each answer's mean token log-probability. In a one-adapter batch
+        the prompts' shared prefix (system turn, instruction) is prefilled once (engine/prefix.py).
         """
         from mlx_lm.generate import batch_generate
         from mlx_lm.models.cache import make_prompt_cache
@@ -289,7 +291,11 @@ class Engine:
                 self.selection.mix, self.selection.active = mix, None
             for i in range(0, len(fitted), batch_size):
                 prompts = [tokens for tokens, _ in fitted[i:i + batch_size]]
-                caches = [make_prompt_cache(self.model) + [row] for row in rows[i:i + batch_size]] if mixed else None
+                if mixed:
+                    caches = [make_prompt_cache(self.model) + [row] for row in rows[i:i + batch_size]]
+                else:  # one adapter for all rows: their shared prefix is the same keys and values for each
+                    with mx.stream(compute_stream()):
+                        prompts, caches = prefill_shared_prefix(model, prompts)
                 response = batch_generate(model, self.tokenizer, prompts, prompt_caches=caches, max_tokens=max_tokens,
                                           return_token_ids=True, return_logprobs=logprobs, stream=compute_stream(),
                                           sampler=make_sampler(temp=temperature),

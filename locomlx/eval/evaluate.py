@@ -34,6 +34,13 @@ MAX_OOD_DEGRADATION = 0.05
 SIGNIFICANCE = 0.05
 
 
+def within_ood_bar(degradation: float) -> bool:
+    """At most 5 points lost on any other benchmark, 5 included. Scores are fractions of examples, so a drop
+    from 0.17 to 0.12 is 0.05000000000000002 in floating point: compare at a precision far finer than one
+    example instead of letting that last bit fail an adapter."""
+    return round(degradation, 9) <= MAX_OOD_DEGRADATION
+
+
 @dataclass
 class Evaluation:
     adapter: BenchmarkRun
@@ -114,7 +121,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
         "significant": significant,
         "ood": ood_entries,
         "ood_degradation": degradation,
-        "passed": significant and degradation <= MAX_OOD_DEGRADATION,
+        "passed": significant and within_ood_bar(degradation),
         "judge_sd": statistics.pstdev(adapter_run.judge_pass_scores) if adapter_run.judge_pass_scores else None,
         "inference": {**adapter_run.inference.__dict__, "ood_limit": ood_limit},
         "hardware": hardware(),
@@ -165,7 +172,7 @@ def format_report(evaluation: Evaluation) -> str:
         "significant in-domain gain, out-of-domain within 5 points" if r["passed"] else
         "; ".join(filter(None, [
             None if r["significant"] else "no significant in-domain gain",
-            None if r["ood_degradation"] <= MAX_OOD_DEGRADATION else
+            None if within_ood_bar(r["ood_degradation"]) else
             f"out-of-domain degradation {r['ood_degradation']:.3f} > 0.05",
         ]))))
     return "\n".join(lines)

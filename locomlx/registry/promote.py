@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locomlx.errors import LocomlxError
-from locomlx.eval.evaluate import MAX_OOD_DEGRADATION
+from locomlx.eval.evaluate import MAX_OOD_DEGRADATION, within_ood_bar
 from locomlx.registry.schema import AdapterEntry
 from locomlx.registry.store import edit_registry
 
@@ -24,7 +24,7 @@ def promotion_blockers(entry: AdapterEntry) -> list[str]:
     blockers = []
     if not scores.significant:
         blockers.append(f"its gain is not significant (improvement {scores.improvement:+.3f}, p = {scores.p_value:.3g})")
-    if scores.ood_degradation > MAX_OOD_DEGRADATION:
+    if not within_ood_bar(scores.ood_degradation):
         blockers.append(f"it loses {scores.ood_degradation:.3f} out of domain (at most {MAX_OOD_DEGRADATION} allowed)")
     return blockers
 

@@ -22,11 +22,14 @@ from sources import pypi_wheel, split_by_group, write_split
 INSTRUCTION = "State the final answer to the following arithmetic problem. Reply with the number only."
 SOURCE = "reasoning-gym==0.1.25 chain_sum generator (Apache-2.0)"
 GENERATED = 3000  # items drawn from the generator before deduplication
-REVIEW = """20 random training examples read (seed 1) and recomputed by hand: all 20 answers are right,
-including negative results ("9 - 57 =" -> -48) and three-term chains ("12 + 7 - 30 =" -> -11). Inputs are
-the bare expression; the instruction keeps the generator's wording."""
+REVIEW = """20 random training examples read (seed 1) and recomputed: all 20 answers are right, including
+negative results ("32 - 81 - 62 =" -> -111, "18 - 26 =" -> -8), zeros ("2 + 3 + 0 =" -> 5) and three-term
+chains ("93 + 66 - 83 =" -> 76). Inputs are the bare expression; the instruction keeps the generator's
+wording."""
 LIMITATIONS = """Synthetic expressions, not word problems: the adapter learns to compute short sums and differences of
-small integers and to answer with the number alone. Numbers of 1-2 digits and at most 3 terms only."""
+small integers and to answer with the number alone. Numbers of 1-2 digits and at most 3 terms only.
+`locomlx data check` warns of a few near-duplicates: "12 + 7 =" and "12 - 7 =" differ only in the
+operator, which its text normalisation drops; they are different problems and both are kept."""
 
 
 def chain_sum_module(wheel: Path) -> types.ModuleType:
