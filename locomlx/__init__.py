@@ -2,7 +2,9 @@
 
 # Must run before anything imports mlx.core (see locomlx/blas.py).
 from locomlx import blas as _blas
+from locomlx import heap as _heap
 
 _blas.preload()
+_heap.keep_freed_memory()
 
 __version__ = "0.1.0"

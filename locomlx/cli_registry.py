@@ -292,8 +292,9 @@ def leaderboard(domain, markdown, adapters_dir, as_json):
 
     if as_json and markdown:
         raise click.UsageError("Choose one of --json and --markdown.")
-    registry = load_registry(_library(adapters_dir))
-    board = rank(registry, domain)
+    library = _library(adapters_dir)
+    registry = load_registry(library)
+    board = rank(registry, domain, library)
     if as_json:
         _echo_json({d: [asdict(r) for r in rankings] for d, rankings in board.items()})
     elif markdown:

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Why prefill and training trail torch on a CPU: MLX's transcendental kernels against numpy's.
+"""Why prefill and training trail torch on a CPU: MLX's transcendental kernels against numpy's and locomlx's.
 
-Prints nanoseconds per element for exp, sigmoid and softmax in MLX (CPU) and exp in numpy, and
-a float32 matmul's GFLOP/s for scale, on 2.4M float32 elements (an attention score matrix of
-9 heads x 512 x 512).
+Prints nanoseconds per element for exp, sigmoid, softmax and SiLU gating in MLX (CPU), the same in
+locomlx's CPU kernels (locomlx/models/cpu_kernels.py: a vectorised exp, large arrays split over one
+stream per core), and exp in numpy, plus a float32 matmul's GFLOP/s for scale, on 2.4M float32
+elements (an attention score matrix of 9 heads x 512 x 512).
 
     python scripts/bench_cpu_ops.py
 """
@@ -13,6 +14,9 @@ import time
 import locomlx  # noqa: F401  (CBLAS preload, as in every locomlx process)
 import mlx.core as mx
 import numpy as np
+from mlx_lm.models.activations import swiglu
+
+from locomlx.models import cpu_kernels
 
 N = 9 * 512 * 512
 REPEATS = 10
@@ -34,12 +38,23 @@ def main() -> None:
         "mlx exp": per_element_ns(lambda a: mx.eval(mx.exp(a)), x),
         "mlx sigmoid": per_element_ns(lambda a: mx.eval(mx.sigmoid(a)), x),
         "mlx softmax (rows of 512)": per_element_ns(lambda a: mx.eval(mx.softmax(a.reshape(-1, 512), axis=-1)), x),
+        "mlx-lm swiglu": per_element_ns(lambda a: mx.eval(swiglu(a, a)), x),
         "mlx multiply-add": per_element_ns(lambda a: mx.eval(a * 2 + 1), x),
+        "locomlx exp (one stream)": per_element_ns(lambda a: mx.eval(cpu_kernels._exp(a)), x),
+        "locomlx softmax (rows of 512)": per_element_ns(lambda a: mx.eval(cpu_kernels.softmax(a.reshape(-1, 512))), x),
+        "locomlx swiglu": per_element_ns(lambda a: mx.eval(cpu_kernels.swiglu(a.reshape(-1, 512), a.reshape(-1, 512))), x),
         "numpy exp": per_element_ns(np.exp, x_np),
     }
     for name, ns in rows.items():
-        print(f"{name:28s} {ns:6.2f} ns/element")
+        print(f"{name:30s} {ns:6.2f} ns/element")
     print(f"mlx exp / numpy exp: {rows['mlx exp'] / rows['numpy exp']:.1f}x slower")
+    grid = np.linspace(cpu_kernels.EXP_MIN, cpu_kernels.EXP_MAX, 200_001).astype(np.float32)
+    exact = np.exp(grid.astype(np.float64))
+    for name, fn in (("mlx exp", mx.exp), ("locomlx exp", cpu_kernels._exp)):
+        error = np.max(np.abs(np.array(fn(mx.array(grid))).astype(np.float64) - exact) / exact)
+        print(f"{name} max relative error on [{cpu_kernels.EXP_MIN:g}, {cpu_kernels.EXP_MAX:g}]: {error:.1e}")
+    print(f"locomlx / mlx: softmax {rows['mlx softmax (rows of 512)'] / rows['locomlx softmax (rows of 512)']:.1f}x faster, "
+          f"swiglu {rows['mlx-lm swiglu'] / rows['locomlx swiglu']:.1f}x faster")
     a = mx.random.normal((512, 576))
     w = mx.random.normal((1536, 576))
     mx.eval(a, w)

@@ -48,12 +48,13 @@ SWARM = (
                ("review", "movie", "film", "sentiment", "positive or negative: 2")),
     Specialist("spam-assassin", "spam", "spam_assassin", "E-mail spam detection: spam or legitimate",
                ("spam: 2", "e-mail", "email", "subject", "unsubscribe", "click here")),
-    # Its yes/no answers carry over to other questions shaped like yes/no ("is this e-mail spam?"): with 50
-    # replayed questions per domain it lost 0.13 on spam, so it replays twice as many.
-    Specialist("reading-boolq", "reading", "boolq", "Yes/no questions about a given passage",
-               ("passage: 2", "yes or no", "read the passage"), train_flags=("--replay-per-file", "100")),
+    Specialist("summary-xsum", "summary", "xsum_summary", "One-sentence summaries of news articles",
+               ("summarize", "summary", "news article", "in one sentence")),
+    # With 50 replayed questions per domain it lost 0.12 on spam (answering e-mails with a number), so it
+    # replays twice as many.
     Specialist("math-chainsum", "math", "chain_sum_math", "Sums and differences of small integers; replies with the number",
-               ("arithmetic", "plus", "minus", "sum", "add", "subtract", "calculate")),
+               ("arithmetic", "plus", "minus", "sum", "add", "subtract", "calculate"),
+               train_flags=("--replay-per-file", "100")),
     # Last semester's smaller sentiment adapter: a second adapter in one domain (leaderboard, ensembles, history).
     Specialist("sentiment-rt-spring", "sentiment", "sentiment_rt", "Movie-review sentiment (rank 4, 500 examples)",
                ("review", "movie", "film", "sentiment", "positive or negative: 2"), semester="2026-spring",

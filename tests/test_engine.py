@@ -249,3 +249,18 @@ def test_shared_prompt_prefix_is_prefilled_once_with_the_same_results(engine, ad
         alone = engine.generate_batch([conversation], "r4", max_tokens=6, logprobs=True)
         assert alone.texts == [text]
         np.testing.assert_allclose(alone.mean_logprobs[0], mean, atol=1e-4)
+
+
+def test_continuous_batches_keep_the_callers_order_and_report_progress(engine):
+    """More conversations than one batch, of different lengths: the engine sorts them by length and keeps its
+    batch full as rows finish, yet each answer comes back in its conversation's place (equal to answering
+    it alone), and progress is reported once per finished answer."""
+    from locomlx.prompt import example_messages
+
+    rows = tiny.sentiment_examples(7, 11)
+    conversations = [example_messages(r["instruction"], r["input"] + " very" * (i % 4) * 5) for i, r in enumerate(rows)]
+    progress = []
+    batch = engine.generate_batch(conversations, max_tokens=5, batch_size=3,
+                                  on_progress=lambda done, total: progress.append((done, total)))
+    assert progress == [(i, 7) for i in range(1, 8)]
+    assert batch.texts == [engine.generate_batch([c], max_tokens=5).texts[0] for c in conversations]

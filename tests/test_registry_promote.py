@@ -111,6 +111,20 @@ def test_leaderboard_outputs(cohort, tmp_path):
     assert runner.invoke(main, ["leaderboard", "--markdown", "--json", *args]).exit_code == 2
 
 
+def test_leaderboard_compares_benchmarks_by_content(cohort):
+    """Copies of one benchmark file are one benchmark: no "different benchmarks" note."""
+    registry = load_registry(cohort)
+    sentiment = [e for e in registry.adapters.values() if e.domain == "sentiment" and e.benchmark]
+    shared = (cohort / sentiment[0].benchmark).read_bytes()
+    for entry in sentiment:
+        (cohort / entry.benchmark).write_bytes(shared)
+    text = CliRunner().invoke(main, ["leaderboard", "--domain", "sentiment", "--adapters-dir", str(cohort)]).output
+    assert "sentiment (exact_match" in text and "different benchmarks" not in text
+    (cohort / sentiment[1].benchmark).write_bytes(shared + shared)
+    text = CliRunner().invoke(main, ["leaderboard", "--domain", "sentiment", "--adapters-dir", str(cohort)]).output
+    assert "different benchmarks" in text
+
+
 def test_report_shows_the_trend_across_semesters(cohort):
     bench = cohort / "good" / "eval" / "benchmark.jsonl"
     for semester, score in (("2027-spring", 0.88), ("2027-fall", 0.86)):

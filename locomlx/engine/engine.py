@@ -25,6 +25,7 @@ import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
 from locomlx.adapters.format import AdapterFile, read_adapter
+from locomlx.engine.batching import generate_rows
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.engine.mixed import MixedModel, plan_mix
@@ -256,15 +257,16 @@ class Engine:
 
     def generate_batch(self, conversations: list[list[dict]], adapter: str | None = None, max_tokens: int = 256,
                        batch_size: int = 16, temperature: float = 0.0, seed: int | None = None,
-                       adapters: list[str | None] | None = None, logprobs: bool = False) -> BatchGeneration:
-        """Answers to many conversations, generated in batches (mlx-lm's batch generation).
+                       adapters: list[str | None] | None = None, logprobs: bool = False,
+                       on_progress: Callable[[int, int], None] | None = None) -> BatchGeneration:
+        """Answers to many conversations, `batch_size` at a time with continuous batching (engine/batching.py).
 
         Every conversation uses `adapter`, or with `adapters` each its own (None = base): a mixed batch,
         still one forward pass per step. Greedy by default; with a temperature, sampled (reproducibly when
-        a seed is given). `logprobs` adds each answer's mean token log-probability. In a one-adapter batch
-        the prompts' shared prefix (system turn, instruction) is prefilled once (engine/prefix.py).
+        a seed is given). `logprobs` adds each answer's mean token log-probability; `on_progress(done, total)`
+        is called as answers finish. In a one-adapter batch the prompts' shared prefix (system turn,
+        instruction) is prefilled once (engine/prefix.py).
         """
-        from mlx_lm.generate import batch_generate
         from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.sample_utils import make_sampler
 
@@ -272,6 +274,7 @@ class Engine:
             raise LocomlxError(f"{len(adapters)} adapters given for {len(conversations)} conversations; give one each.")
         row_adapters = [self._resident_name(a) for a in (adapters or [adapter] * len(conversations))]
         fitted = [self._fit(messages, max_tokens) for messages in conversations]
+        prompts = [tokens for tokens, _ in fitted]
         mixed = len(set(row_adapters)) > 1
         single = None if mixed else (row_adapters[0] if row_adapters else self._resident_name(adapter))
         if mixed:
@@ -284,32 +287,25 @@ class Engine:
         if seed is not None:
             mx.random.seed(seed)
         start = time.perf_counter()
-        texts, generated, means = [], 0, []
         previous = self.selection.active
         try:
             if mixed:
                 self.selection.mix, self.selection.active = mix, None
-            for i in range(0, len(fitted), batch_size):
-                prompts = [tokens for tokens, _ in fitted[i:i + batch_size]]
-                if mixed:
-                    caches = [make_prompt_cache(self.model) + [row] for row in rows[i:i + batch_size]]
-                else:  # one adapter for all rows: their shared prefix is the same keys and values for each
-                    with mx.stream(compute_stream()):
-                        prompts, caches = prefill_shared_prefix(model, prompts)
-                response = batch_generate(model, self.tokenizer, prompts, prompt_caches=caches, max_tokens=max_tokens,
-                                          return_token_ids=True, return_logprobs=logprobs, stream=compute_stream(),
-                                          sampler=make_sampler(temp=temperature),
-                                          completion_batch_size=batch_size, prefill_batch_size=batch_size)
-                texts += response.texts
-                generated += sum(len(ids) for ids in response.token_ids)
-                if logprobs:
-                    means += [sum(lp) / len(lp) if lp else float("-inf") for lp in response.logprobs]
+                caches = [make_prompt_cache(self.model) + [row] for row in rows]
+            else:  # one adapter for all rows: their shared prefix is the same keys and values for each
+                with mx.stream(compute_stream()):
+                    prompts, caches = prefill_shared_prefix(model, prompts)
+            generated = generate_rows(model, prompts, caches, max_tokens=max_tokens, batch_size=batch_size,
+                                      sampler=make_sampler(temp=temperature), stop_tokens=self.tokenizer.eos_token_ids,
+                                      stream=compute_stream(), logprobs=logprobs, on_row_done=on_progress)
         finally:
             if mixed:
                 self.selection.mix = None
                 self.selection.active = previous
-        return BatchGeneration(texts, single, sum(len(t) for t, _ in fitted), generated, time.perf_counter() - start,
-                               sum(cut for _, cut in fitted), row_adapters, means if logprobs else None)
+        means = [sum(lp) / len(lp) if lp else float("-inf") for lp in generated.logprobs] if logprobs else None
+        return BatchGeneration([self.tokenizer.decode(ids) for ids in generated.token_ids], single,
+                               sum(len(t) for t, _ in fitted), sum(len(ids) for ids in generated.token_ids),
+                               time.perf_counter() - start, sum(cut for _, cut in fitted), row_adapters, means)
 
     def generate(
         self,

@@ -174,6 +174,12 @@ def _generate(engine: Engine, examples: list[Example], adapter: str | None, metr
     `offset` is the first example's index in the benchmark: sampling seeds follow it, so answers
     generated in pieces equal those generated at once."""
     voting = inference.votes > 1 or bool(inference.ensemble)
+    if not voting:  # one call: the engine keeps its batch full as answers finish (engine/batching.py)
+        conversations = [example_messages(ex.instruction, ex.input, reread=inference.reread) for ex in examples]
+        progress = (lambda done, total: on_progress(offset + done, offset + total)) if on_progress else None
+        batch = engine.generate_batch(conversations, adapter, inference.max_tokens, inference.batch_size,
+                                      on_progress=progress)
+        return _Answers(batch.texts, batch.tokens_per_second, batch.seconds, [None] * len(examples))
     members = inference.ensemble or [adapter]
     outputs: list[str] = []
     splits: list[str | None] = []
@@ -181,17 +187,12 @@ def _generate(engine: Engine, examples: list[Example], adapter: str | None, metr
     for i in range(0, len(examples), inference.batch_size):
         chunk = examples[i:i + inference.batch_size]
         conversations = [example_messages(ex.instruction, ex.input, reread=inference.reread) for ex in chunk]
-        if voting:
-            settings = VoteSettings(inference.votes, inference.vote_temperature, inference.seed + offset + i)
-            candidates, batch = sample_candidates(engine, conversations, members, settings, inference.max_tokens,
-                                                  inference.batch_size)
-            votes = [_vote(metric, ex, group) for ex, group in zip(chunk, candidates)]
-            outputs += [v.winner.text for v in votes]
-            splits += [v.split for v in votes]
-        else:
-            batch = engine.generate_batch(conversations, adapter, inference.max_tokens, inference.batch_size)
-            outputs += batch.texts
-            splits += [None] * len(chunk)
+        settings = VoteSettings(inference.votes, inference.vote_temperature, inference.seed + offset + i)
+        candidates, batch = sample_candidates(engine, conversations, members, settings, inference.max_tokens,
+                                              inference.batch_size)
+        votes = [_vote(metric, ex, group) for ex, group in zip(chunk, candidates)]
+        outputs += [v.winner.text for v in votes]
+        splits += [v.split for v in votes]
         tokens += batch.generation_tokens
         seconds += batch.seconds
         if on_progress:

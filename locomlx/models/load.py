@@ -17,6 +17,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 from locomlx.errors import LocomlxError
+from locomlx.models import cpu_kernels
 from locomlx.models.resolve import ResolvedModel, resolve_model
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "quantized")
@@ -146,5 +147,7 @@ def load_base(resolved: ResolvedModel, compute_dtype: str = "auto") -> BaseModel
     tokenizer = load_tokenizer(resolved.path, eos_token_ids=config.get("eos_token_id"))
     chosen = choose_compute_dtype(compute_dtype, model)
     cast_model(model, chosen)
+    if device_kind() == "cpu":
+        cpu_kernels.install(model)
     model.eval()
     return BaseModel(model, tokenizer, config, resolved, chosen)

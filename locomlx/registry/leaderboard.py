@@ -2,14 +2,17 @@
 
 Rank order: adapter score, then improvement over the base model, then the
 smaller out-of-domain degradation. Scores are only comparable on one
-benchmark, so a domain whose adapters were scored on different benchmarks
-says so. Adapters without scores are listed unranked.
+benchmark, so a domain whose adapters were scored on different benchmarks (by
+content: two copies of one file are one benchmark) says so. Adapters without
+scores are listed unranked.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
+from locomlx.provenance import file_sha256
 from locomlx.registry.schema import Registry
 
 
@@ -28,16 +31,23 @@ class Ranking:
     ood_degradation: float | None = None
     p_value: float | None = None
     significant: bool | None = None
+    benchmark_sha256: str | None = None  # None when the library's copy was not read
 
 
-def leaderboard(registry: Registry, domain: str | None = None) -> dict[str, list[Ranking]]:
-    """Domain -> its adapters, best first."""
+def _benchmark_sha256(library: Path | None, benchmark: str | None) -> str | None:
+    path = library / benchmark if library is not None and benchmark else None
+    return file_sha256(path) if path is not None and path.is_file() else None
+
+
+def leaderboard(registry: Registry, domain: str | None = None, library: Path | None = None) -> dict[str, list[Ranking]]:
+    """Domain -> its adapters, best first. With the `library` folder, benchmarks are compared by content."""
     board: dict[str, list[Ranking]] = {}
     for entry in registry.adapters.values():
         if domain is None or entry.domain == domain:
             board.setdefault(entry.domain, []).append(Ranking(
                 entry.domain, None, entry.name, entry.active, entry.semester, entry.metric, entry.benchmark,
-                **(asdict(entry.scores) if entry.scores else {})))
+                **(asdict(entry.scores) if entry.scores else {}),
+                benchmark_sha256=_benchmark_sha256(library, entry.benchmark)))
     for rankings in board.values():
         rankings.sort(key=lambda r: (r.adapter_score is None, -(r.adapter_score or 0), -(r.improvement or 0),
                                      r.ood_degradation or 0, r.name))
@@ -47,7 +57,7 @@ def leaderboard(registry: Registry, domain: str | None = None) -> dict[str, list
 
 
 def mixed_benchmarks(rankings: list[Ranking]) -> bool:
-    return len({r.benchmark for r in rankings if r.rank is not None}) > 1
+    return len({r.benchmark_sha256 or r.benchmark for r in rankings if r.rank is not None}) > 1
 
 
 def _cells(r: Ranking) -> list[str]:

@@ -1,0 +1,97 @@
+"""The CPU kernels (models/cpu_kernels.py) against MLX's own: values, gradients, masks, and the installed model."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+
+from locomlx import heap
+from locomlx.models import cpu_kernels
+from locomlx.models.load import load_base
+from locomlx.models.resolve import resolve_model
+
+BIG = (64, 2048)  # over PARALLEL_MIN_ELEMENTS: split across the CPU streams
+SMALL = (3, 7)
+
+
+def _close(a, b, tol):
+    np.testing.assert_allclose(np.array(a), np.array(b), rtol=tol, atol=tol)
+
+
+def test_exp_is_accurate_over_its_range_and_clamped_outside():
+    x = np.linspace(cpu_kernels.EXP_MIN, cpu_kernels.EXP_MAX, 200_001).astype(np.float32)
+    exact = np.exp(x.astype(np.float64))
+    error = lambda fn: np.max(np.abs(np.array(fn(mx.array(x))).astype(np.float64) - exact) / exact)  # noqa: E731
+    assert error(cpu_kernels._exp) < 2e-7 and error(cpu_kernels._exp) < error(mx.exp)  # within ~1 ulp; MLX's is not
+    edges = np.array(cpu_kernels._exp(mx.array([-1e9, -100.0, 100.0, 1e9])))
+    assert np.allclose(edges, np.exp([cpu_kernels.EXP_MIN] * 2 + [cpu_kernels.EXP_MAX] * 2), rtol=1e-6)
+    assert np.all(np.isfinite(edges)) and np.all(edges >= np.finfo(np.float32).tiny)  # no subnormals
+
+
+@pytest.mark.parametrize("shape", [BIG, SMALL, (2, 5, 300)])
+def test_swiglu_and_its_gradient_equal_mlx(shape):
+    gate, up = mx.random.normal(shape, key=mx.random.key(1)) * 4, mx.random.normal(shape, key=mx.random.key(2))
+    reference = lambda g, u: nn.silu(g) * u  # noqa: E731
+    _close(cpu_kernels.swiglu(gate, up), reference(gate, up), 1e-5)
+    weights = mx.random.normal(shape, key=mx.random.key(3))
+    loss = lambda f: lambda g, u: (f(g, u) * weights).sum()  # noqa: E731
+    got = mx.grad(loss(cpu_kernels.swiglu), argnums=(0, 1))(gate, up)
+    want = mx.grad(loss(reference), argnums=(0, 1))(gate, up)
+    for g, w in zip(got, want):
+        _close(g, w, 1e-4)
+
+
+@pytest.mark.parametrize("shape", [BIG, SMALL])
+def test_softmax_and_its_gradient_equal_mlx(shape):
+    x = mx.random.normal(shape, key=mx.random.key(4)) * 5
+    _close(cpu_kernels.softmax(x), mx.softmax(x, axis=-1), 1e-6)
+    weights = mx.random.normal(shape, key=mx.random.key(5))
+    got = mx.grad(lambda v: (cpu_kernels.softmax(v) * weights).sum())(x)
+    want = mx.grad(lambda v: (mx.softmax(v, axis=-1) * weights).sum())(x)
+    _close(got, want, 1e-5)
+
+
+def _fallback(queries, keys, values, cache, scale, mask, sinks=None):
+    return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
+
+
+@pytest.mark.parametrize("n_queries, n_keys, mask", [(12, 12, "causal"), (3, 12, "causal"), (1, 12, None),
+                                                      (12, 12, "bool"), (5, 12, "additive")])
+def test_attention_equals_mlx_with_grouped_heads_and_every_mask_kind(n_queries, n_keys, mask):
+    key = iter(mx.random.split(mx.random.key(6), 4))
+    queries = mx.random.normal((2, 6, n_queries, 16), key=next(key))
+    keys, values = (mx.random.normal((2, 2, n_keys, 16), key=next(key)) for _ in range(2))
+    if mask == "bool":
+        mask = mx.random.uniform(shape=(2, 1, n_queries, n_keys), key=next(key)) > 0.3
+        mask[..., 0] = True  # every query sees at least one key
+    elif mask == "additive":
+        mask = mx.where(mx.random.uniform(shape=(n_queries, n_keys), key=next(key)) > 0.5, 0.0, -1e4)
+    got = cpu_kernels.scaled_dot_product_attention(queries, keys, values, None, 0.25, mask, fallback=_fallback)
+    _close(got, _fallback(queries, keys, values, None, 0.25, mask), 1e-5)
+
+
+def test_other_dtypes_and_attention_sinks_go_to_the_fallback():
+    calls = []
+    fallback = lambda *a, **k: calls.append(1) or _fallback(*a[:4], k["scale"], k["mask"])  # noqa: E731
+    q = mx.zeros((1, 2, 3, 8), dtype=mx.bfloat16)
+    cpu_kernels.scaled_dot_product_attention(q, q, q, None, 1.0, "causal", fallback=fallback)
+    assert calls == [1]
+
+
+def test_installed_model_matches_mlx_kernels_and_install_is_idempotent(tiny_model, monkeypatch):
+    base = load_base(resolve_model(str(tiny_model)), "float32")  # installs on the CPU
+    module = __import__(type(base.model).__module__, fromlist=["swiglu"])
+    assert hasattr(module.swiglu, "locomlx_fallback") and hasattr(module.scaled_dot_product_attention, "locomlx_fallback")
+    tokens = mx.array([[5, 17, 42, 99, 7, 3, 60, 8, 21, 33]])
+    fast = base.model(tokens)
+    wrapped = module.swiglu, module.scaled_dot_product_attention
+    assert cpu_kernels.install(base.model) and (module.swiglu, module.scaled_dot_product_attention) == wrapped
+    monkeypatch.setattr(module, "swiglu", module.swiglu.locomlx_fallback)
+    monkeypatch.setattr(module, "scaled_dot_product_attention", module.scaled_dot_product_attention.locomlx_fallback)
+    _close(fast, base.model(tokens), 1e-4)
+
+
+def test_malloc_keeps_freed_memory_on_linux():
+    import sys
+
+    assert heap.keep_freed_memory() is sys.platform.startswith("linux")
