@@ -50,10 +50,10 @@ def _peak_rss_mb() -> float:
 
 def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
     import mlx.core as mx
-    from mlx_lm.generate import generate_step
     from mlx_lm.models.cache import make_prompt_cache
 
     from locomlx import blas
+    from locomlx.engine.decode import DecodeStats, decode
     from locomlx.engine.engine import Engine
     from locomlx.models.load import compute_stream
 
@@ -69,18 +69,19 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
         mx.eval(model(tokens[None], cache=cache))
         return time.perf_counter() - t
 
-    def decode() -> float:
-        steps = generate_step(tokens[:16], model, compute_stream(), max_tokens=settings.decode_tokens + 1, sampler=lambda x: mx.argmax(x, -1))
-        next(steps)  # the first token includes the prompt's prefill
-        t = time.perf_counter()
-        for _ in steps:
-            pass
-        return time.perf_counter() - t
+    def decode_seconds() -> float:
+        stats = DecodeStats()
+        steps = decode(model, tokens[:16].tolist(), max_tokens=settings.decode_tokens + 1, sampler=lambda x: mx.argmax(x, -1),
+                       stop_tokens=(), decoder=engine.decoder, stats=stats)
+        with mx.stream(compute_stream()):
+            for _ in steps:
+                pass
+        return stats.generation_seconds
 
     prefill()
     prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
-    decode()
-    decode_s = statistics.median(decode() for _ in range(settings.repeats))
+    decode_seconds()
+    decode_s = statistics.median(decode_seconds() for _ in range(settings.repeats))
     return {
         "compute_dtype": engine.base.compute_dtype,
         "blas": blas.preload().path,
@@ -130,7 +131,7 @@ def _transformers_worker(settings: BenchSettings) -> dict:
             model(tokens, use_cache=True)
         return time.perf_counter() - t
 
-    def decode() -> float:
+    def decode_seconds() -> float:
         prompt = tokens[:, :16]
         with torch.inference_mode():
             t0 = time.perf_counter()
@@ -143,8 +144,8 @@ def _transformers_worker(settings: BenchSettings) -> dict:
 
     prefill()
     prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
-    decode()
-    decode_s = statistics.median(decode() for _ in range(settings.repeats))
+    decode_seconds()
+    decode_s = statistics.median(decode_seconds() for _ in range(settings.repeats))
     return {
         "compute_dtype": "float32",
         "torch": torch.__version__,

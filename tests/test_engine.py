@@ -264,3 +264,51 @@ def test_continuous_batches_keep_the_callers_order_and_report_progress(engine):
                                   on_progress=lambda done, total: progress.append((done, total)))
     assert progress == [(i, 7) for i in range(1, 8)]
     assert batch.texts == [engine.generate_batch([c], max_tokens=5).texts[0] for c in conversations]
+
+
+def _step_logits(engine, tokens, compiled):
+    """Teacher-forced one-token steps over `tokens`: compiled (engine/decode.py) or the model's own forward pass."""
+    from mlx_lm.models.cache import make_prompt_cache
+
+    caches = make_prompt_cache(engine.model)
+    mx.eval(engine.model(mx.array([tokens[:1]]), cache=caches))
+    rows = []
+    for token in tokens[1:]:
+        step_input = mx.array([[token]])
+        if compiled:
+            logits = engine.decoder.step(step_input, caches, engine.selection.active)
+        else:
+            logits = engine.model(step_input, cache=caches)[:, -1, :]
+        rows.append(np.array(logits[0]))
+    return np.stack(rows)
+
+
+def test_compiled_decode_steps_match_the_models_forward_pass(engine, adapters):
+    """Past the KV buffer's growth at 256 positions, with an adapter, after switching, and after an adapter
+    is replaced by another of the same name (a compiled step must not keep the old weights)."""
+    assert engine.decoder is not None  # float32 on the CPU
+    tokens = [(i * 37 + 11) % 250 + 3 for i in range(300)]
+    engine.load_adapter(adapters["r4"], name="x")
+    for adapter in (None, "x", None):
+        engine.select(adapter)
+        np.testing.assert_allclose(_step_logits(engine, tokens, True), _step_logits(engine, tokens, False),
+                                   rtol=1e-4, atol=1e-4)
+    engine.select("x")
+    with_r4 = _step_logits(engine, tokens[:20], True)
+    engine.unload_adapter("x")
+    engine.load_adapter(adapters["r16"], name="x")
+    engine.select("x")
+    with_r16 = _step_logits(engine, tokens[:20], True)
+    np.testing.assert_allclose(with_r16, _step_logits(engine, tokens[:20], False), rtol=1e-4, atol=1e-4)
+    assert not np.allclose(with_r4, with_r16, atol=1e-3)
+
+
+def test_generation_gives_the_same_answer_with_and_without_compiled_steps(engine, adapters):
+    engine.load_adapter(adapters["r4"])
+    messages = [{"role": "user", "content": "the cat sat on the"}]
+    engine.tokenizer.eos_token_ids = set()  # a long answer (the tiny model's context is 256 tokens)
+    compiled = engine.generate(messages, adapter="r4", max_tokens=200)
+    engine.decoder = None
+    plain = engine.generate(messages, adapter="r4", max_tokens=200)
+    assert compiled.generation_tokens == plain.generation_tokens == 200
+    assert compiled.text == plain.text

@@ -46,6 +46,9 @@ def test_exact_match(prediction, reference, value, extracted):
     ("It is a mammal.", "B", 1.0, "B"),          # option text
     ("A reptile", "a mammal", 0.0, "A"),           # the letter A, not the reference option
     ("mammal or reptile", "B", 0.0, ""),           # ambiguous: two options named
+    ("B. a mammal", "B. a mammal", 1.0, "B"),     # reference with letter and text (CommonsenseQA's style)
+    ("C. a bird", "B) a mammal", 0.0, "C"),
+    ("A reptile", "a reptile", 1.0, "A"),          # "A " without "." or ")" is text, not a lettered reference
 ])
 def test_choice(prediction, reference, value, picked):
     score = choice(prediction, reference, ["a reptile", "a mammal", "a bird"])

@@ -26,6 +26,7 @@ from mlx.utils import tree_unflatten
 
 from locomlx.adapters.format import AdapterFile, read_adapter
 from locomlx.engine.batching import generate_rows
+from locomlx.engine.decode import Decoder, DecodeStats, decode, uses_step_attention
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.engine.mixed import MixedModel, plan_mix
@@ -107,6 +108,7 @@ class Engine:
         self.adapters: dict[str, ResidentAdapter] = {}
         self.timings = EngineTimings()
         self._adapter_dtype = mx.bfloat16 if base.compute_dtype == "bfloat16" else mx.float32
+        self.decoder = Decoder(base.model) if uses_step_attention(base.model) and base.compute_dtype == "float32" else None
 
     @classmethod
     def load(cls, base_model: str | None = None, compute_dtype: str = "auto", on_convert=None) -> "Engine":
@@ -178,8 +180,11 @@ class Engine:
         return [layer for _, layer in self.model.named_modules() if isinstance(layer, MultiLoRALinear)]
 
     def _forget_banks(self) -> None:
+        """Drop everything built from the resident adapters' weights (they changed)."""
         for layer in self._lora_layers():
             layer.forget_banks()
+        if self.decoder:
+            self.decoder.forget()
 
     def unload_adapter(self, name: str) -> None:
         """Drop `name` from memory, and with it every composition that uses it."""
@@ -321,7 +326,6 @@ class Engine:
 
         Streams text pieces to `on_text` as they are decoded; stops at EOS or `max_tokens`.
         """
-        from mlx_lm.generate import stream_generate
         from mlx_lm.sample_utils import make_sampler
 
         tokens, truncated = self._fit(messages, max_tokens)
@@ -331,22 +335,30 @@ class Engine:
         if seed is not None:
             mx.random.seed(seed)
         sampler = make_sampler(temp=temperature, top_p=top_p)
+        detokenizer = self.tokenizer.detokenizer
+        detokenizer.reset()
         pieces: list[str] = []
-        last = None
-        for last in stream_generate(self.model, self.tokenizer, mx.array(tokens), max_tokens=max_tokens, sampler=sampler,
-                                    stream=compute_stream()):
-            if last.text:
-                pieces.append(last.text)
-                if on_text:
-                    on_text(last.text)
+        stats = DecodeStats()
+        with mx.stream(compute_stream()):
+            for token in decode(self.model, tokens, max_tokens=max_tokens, sampler=sampler,
+                                stop_tokens=self.tokenizer.eos_token_ids, decoder=self.decoder,
+                                step_key=self.selection.active, stats=stats):
+                detokenizer.add_token(token)
+                pieces.append(detokenizer.last_segment)
+                if on_text and pieces[-1]:
+                    on_text(pieces[-1])
+        detokenizer.finalize()
+        pieces.append(detokenizer.last_segment)
+        if on_text and pieces[-1]:
+            on_text(pieces[-1])
         return Generation(
             text="".join(pieces),
             adapter=adapter,
             prompt_tokens=len(tokens),
-            generation_tokens=last.generation_tokens,
-            prompt_tps=last.prompt_tps,
-            generation_tps=last.generation_tps,
-            finish_reason=last.finish_reason,
+            generation_tokens=stats.generation_tokens,
+            prompt_tps=stats.prompt_tokens / stats.prompt_seconds if stats.prompt_seconds else 0.0,
+            generation_tps=stats.generation_tokens / stats.generation_seconds if stats.generation_seconds else 0.0,
+            finish_reason=stats.finish_reason,
             truncated=truncated,
             switch_seconds=switch,
             peak_memory_mb=peak_memory_mb(),

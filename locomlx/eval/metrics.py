@@ -72,13 +72,24 @@ def exact_match(prediction: str, reference: str) -> Score:
 _LETTER = re.compile(r"(?:^|answer\s*(?:is|:)?\s*|\()\s*([A-Z])(?:[).:\s]|$)", re.IGNORECASE)
 
 
+_LETTERED = re.compile(r"\s*([A-Z])[.)]\s")  # "B. bookstore", "B) bookstore"
+
+
+def _reference_letter(reference: str, choices: list[str], letters: str) -> str | None:
+    """The keyed option's letter, whether the reference is the letter, the option's text, or both ("B. text")."""
+    if reference.strip().upper() in letters:
+        return reference.strip().upper()
+    lettered = _LETTERED.match(reference)
+    if lettered and lettered.group(1) in letters:
+        return lettered.group(1)
+    matches = [i for i, c in enumerate(choices) if normalise_text(c) == normalise_text(reference)]
+    return letters[matches[0]] if matches else None
+
+
 def choice(prediction: str, reference: str, choices: list[str]) -> Score:
     """Multiple choice: the answer may give the letter (A, B, ...) or the option's text."""
     letters = string.ascii_uppercase[: len(choices)]
-    reference_letter = reference.strip().upper() if reference.strip().upper() in letters else None
-    if reference_letter is None:
-        matches = [i for i, c in enumerate(choices) if normalise_text(c) == normalise_text(reference)]
-        reference_letter = letters[matches[0]] if matches else None
+    reference_letter = _reference_letter(reference, choices, letters)
     text = prediction.strip()
     picked = None
     letter_match = _LETTER.search(text)

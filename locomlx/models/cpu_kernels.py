@@ -139,7 +139,10 @@ def _masked(scores: mx.array, mask, n_queries: int, n_keys: int) -> mx.array:
 
 def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mask, sinks=None, *, fallback):
     """mlx-lm's attention (`mlx_lm.models.base.scaled_dot_product_attention`) with the softmax above, for
-    float32 and a plain KV cache; anything else goes to `fallback`, mlx-lm's own."""
+    float32 and a plain KV cache; anything else goes to `fallback`, mlx-lm's own. A compiled decode step's
+    cache (engine/decode.py) computes its own attention."""
+    if hasattr(cache, "attend"):
+        return cache.attend(queries, keys, values, scale)
     if sinks is not None or hasattr(cache, "bits") or queries.dtype != mx.float32:
         return fallback(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
     batch, heads, n_queries, dim = queries.shape
@@ -162,7 +165,8 @@ def install(model) -> bool:
     original_swiglu = getattr(module, "swiglu", None)
     if original_swiglu is not None and not hasattr(original_swiglu, "locomlx_fallback"):
         def fast_swiglu(gate, up):
-            if gate.dtype == up.dtype == mx.float32:
+            # Small inputs (a decode step) gain little from the faster exp and fuse better with mlx-lm's own.
+            if gate.dtype == up.dtype == mx.float32 and gate.size >= PARALLEL_MIN_ELEMENTS:
                 return swiglu(gate, up)
             return original_swiglu(gate, up)
         fast_swiglu.locomlx_fallback = original_swiglu
