@@ -6,6 +6,7 @@ exists, so an interrupted build continues where it stopped; --retrain starts the
 
     python scripts/build_swarm.py               # everything (timed in the README, on a 2-core CPU)
     python scripts/build_swarm.py --only sentiment-rt --retrain
+    python scripts/build_swarm.py --reevaluate  # every score again from the committed adapters
 
 Data comes from pinned PyPI/npm packages (scripts/data/sources.py); each adapter's TRAINING_LOG.md
 records the source, licence and processing. Training settings: configs/swarm.yaml.
@@ -51,10 +52,10 @@ SWARM = (
     Specialist("summary-xsum", "summary", "xsum_summary", "One-sentence summaries of news articles",
                ("summarize", "summary", "news article", "in one sentence")),
     # With 50 replayed questions per domain it lost 0.12 on spam (answering e-mails with a number), so it
-    # replays twice as many.
+    # replays twice as many; one epoch then left no significant gain (+0.03), so it trains for three.
     Specialist("math-chainsum", "math", "chain_sum_math", "Sums and differences of small integers; replies with the number",
                ("arithmetic", "plus", "minus", "sum", "add", "subtract", "calculate"),
-               train_flags=("--replay-per-file", "100")),
+               train_flags=("--replay-per-file", "100", "--epochs", "3")),
     # Last semester's smaller sentiment adapter: a second adapter in one domain (leaderboard, ensembles, history).
     Specialist("sentiment-rt-spring", "sentiment", "sentiment_rt", "Movie-review sentiment (rank 4, 500 examples)",
                ("review", "movie", "film", "sentiment", "positive or negative: 2"), semester="2026-spring",
@@ -150,10 +151,10 @@ def _complete(results: Path, others: int) -> bool:
             and len(data["ood"]) == others)
 
 
-def evaluate(spec: Specialist) -> dict:
-    """`locomlx eval` unless a complete results.json exists; records the scores in the registry."""
+def evaluate(spec: Specialist, again: bool = False) -> dict:
+    """`locomlx eval` unless a complete results.json exists (or `again`); records the scores in the registry."""
     results = LIBRARY / spec.name / "eval" / "results.json"
-    if not _complete(results, _distinct_other_benchmarks(spec)):
+    if again or not _complete(results, _distinct_other_benchmarks(spec)):
         # Exit code 2 (FAIL) is a result too: it is recorded, and shapes the promotion below.
         code = subprocess.run([LOCOMLX, "eval", str(LIBRARY / spec.name), "--max-tokens", str(EVAL_MAX_TOKENS),
                                "--ood-limit", str(OOD_LIMIT)], cwd=ROOT).returncode
@@ -187,6 +188,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--only", action="append", help="Build only this adapter (repeatable).")
     parser.add_argument("--retrain", action="store_true", help="Train the adapters again even if they exist.")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="Evaluate the adapters again even if their results exist (regenerates every score).")
     args = parser.parse_args()
     chosen = [s for s in SWARM if not args.only or s.name in args.only]
     importlib.import_module("general_queries").write(LIBRARY / "router" / "general.jsonl")
@@ -194,7 +197,7 @@ def main() -> None:
     for spec in chosen:  # all adapters first: each evaluation checks the others' benchmarks (out of domain)
         build(spec, *data[spec], args.retrain)
         register(spec)
-    promote_best({spec: evaluate(spec) for spec in chosen})
+    promote_best({spec: evaluate(spec, args.reevaluate) for spec in chosen})
     run("router", "train")
     run("registry", "validate")
 

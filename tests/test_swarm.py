@@ -25,7 +25,7 @@ def test_shipped_registry_is_valid_and_active_adapters_pass_the_bar(registry):
     result = CliRunner().invoke(main, ["registry", "validate", "--adapters-dir", str(LIBRARY)])
     assert result.exit_code == 0, result.output
     active = active_adapters(registry)
-    assert {"sentiment", "spam", "summary"} <= set(active)
+    assert {"math", "sentiment", "spam", "summary"} <= set(active)
     for name in active.values():
         results = json.loads((LIBRARY / registry.adapters[name].path / "eval" / "results.json").read_text())
         assert results["significant"] and results["improvement"] > 0 and results["passed"], name
