@@ -338,19 +338,23 @@ class Engine:
         detokenizer = self.tokenizer.detokenizer
         detokenizer.reset()
         pieces: list[str] = []
+
+        def emit_text() -> None:  # the text completed since the last call (reading `last_segment` consumes it)
+            piece = detokenizer.last_segment
+            if piece:
+                pieces.append(piece)
+                if on_text:
+                    on_text(piece)
+
         stats = DecodeStats()
         with mx.stream(compute_stream()):
             for token in decode(self.model, tokens, max_tokens=max_tokens, sampler=sampler,
                                 stop_tokens=self.tokenizer.eos_token_ids, decoder=self.decoder,
                                 step_key=self.selection.active, stats=stats):
                 detokenizer.add_token(token)
-                pieces.append(detokenizer.last_segment)
-                if on_text and pieces[-1]:
-                    on_text(pieces[-1])
+                emit_text()
         detokenizer.finalize()
-        pieces.append(detokenizer.last_segment)
-        if on_text and pieces[-1]:
-            on_text(pieces[-1])
+        emit_text()
         return Generation(
             text="".join(pieces),
             adapter=adapter,
