@@ -20,7 +20,6 @@ model's own forward pass. A compiled step holds the weights it saw when traced, 
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
@@ -92,12 +91,6 @@ class Decoder:
         return logits
 
 
-def uses_step_attention(model) -> bool:
-    """Whether `model`'s attention accepts `StepKV` caches (locomlx's CPU kernels are installed)."""
-    attention = getattr(sys.modules.get(type(model).__module__), "scaled_dot_product_attention", None)
-    return hasattr(attention, "locomlx_fallback")
-
-
 @dataclass
 class DecodeStats:
     """What one `decode` call did: prompt and generated token counts, their seconds, and why it stopped."""
@@ -107,6 +100,14 @@ class DecodeStats:
     generation_tokens: int = 0
     generation_seconds: float = 0.0
     finish_reason: str | None = None
+
+    @property
+    def prompt_tps(self) -> float:
+        return self.prompt_tokens / self.prompt_seconds if self.prompt_seconds else 0.0
+
+    @property
+    def generation_tps(self) -> float:
+        return self.generation_tokens / self.generation_seconds if self.generation_seconds else 0.0
 
 
 def decode(model, prompt: list[int], *, max_tokens: int, sampler: Callable[[mx.array], mx.array],

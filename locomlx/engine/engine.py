@@ -26,12 +26,13 @@ from mlx.utils import tree_unflatten
 
 from locomlx.adapters.format import AdapterFile, read_adapter
 from locomlx.engine.batching import generate_rows
-from locomlx.engine.decode import Decoder, DecodeStats, decode, uses_step_attention
+from locomlx.engine.decode import Decoder, DecodeStats, decode
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.engine.mixed import MixedModel, plan_mix
 from locomlx.engine.prefix import prefill_shared_prefix
 from locomlx.errors import LocomlxError
+from locomlx.models.cpu_kernels import attention_installed
 from locomlx.models.load import BaseModel, compute_stream, load_base
 from locomlx.models.resolve import resolve_model
 from locomlx.prompt import fit_prompt
@@ -108,7 +109,7 @@ class Engine:
         self.adapters: dict[str, ResidentAdapter] = {}
         self.timings = EngineTimings()
         self._adapter_dtype = mx.bfloat16 if base.compute_dtype == "bfloat16" else mx.float32
-        self.decoder = Decoder(base.model) if uses_step_attention(base.model) and base.compute_dtype == "float32" else None
+        self.decoder = Decoder(base.model) if attention_installed(base.model) and base.compute_dtype == "float32" else None
 
     @classmethod
     def load(cls, base_model: str | None = None, compute_dtype: str = "auto", on_convert=None) -> "Engine":
@@ -360,8 +361,8 @@ class Engine:
             adapter=adapter,
             prompt_tokens=len(tokens),
             generation_tokens=stats.generation_tokens,
-            prompt_tps=stats.prompt_tokens / stats.prompt_seconds if stats.prompt_seconds else 0.0,
-            generation_tps=stats.generation_tokens / stats.generation_seconds if stats.generation_seconds else 0.0,
+            prompt_tps=stats.prompt_tps,
+            generation_tps=stats.generation_tps,
             finish_reason=stats.finish_reason,
             truncated=truncated,
             switch_seconds=switch,

@@ -178,5 +178,14 @@ def install(model) -> bool:
                                                 fallback=original_attention)
         fast_attention.locomlx_fallback = original_attention
         module.scaled_dot_product_attention = fast_attention
-    return any(hasattr(getattr(module, name, None), "locomlx_fallback")
-               for name in ("swiglu", "scaled_dot_product_attention"))
+    return any(_installed(module, name) for name in ("swiglu", "scaled_dot_product_attention"))
+
+
+def _installed(module, name: str) -> bool:
+    return hasattr(getattr(module, name, None), "locomlx_fallback")
+
+
+def attention_installed(model) -> bool:
+    """Whether `install` put this module's attention into `model`'s module (it then also serves the
+    compiled decode steps' caches, engine/decode.py)."""
+    return _installed(sys.modules.get(type(model).__module__), "scaled_dot_product_attention")
