@@ -13,6 +13,7 @@ import traceback
 import click
 
 import locomlx  # noqa: F401  (preloads the fast CBLAS before mlx.core is imported)
+from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.errors import LocomlxError
 
 COMPUTE_DTYPE_HELP = (
@@ -364,7 +365,7 @@ def _eval_progress():
               help="Override the benchmark's metric.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Score only the first N examples.")
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1), help="Prompts generated together.")
+@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1), help="Answers generated together.")
 @click.option("--adapters-dir", default=None, metavar="DIR", help="Library whose benchmarks are the out-of-domain check.")
 @click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
 @click.option("--ood-limit", default=None, type=click.IntRange(1),

@@ -22,6 +22,7 @@ from dataclasses import asdict
 import locomlx  # noqa: F401  (first: preloads the CBLAS)
 from locomlx.adapters.library import library_dir
 from locomlx.boost.compare import CompareSettings, compare_enhancements, format_table
+from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.registry import load_registry
@@ -34,7 +35,7 @@ def main() -> int:
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--limit", type=int, default=100, help="questions per benchmark [100]; 0 = all")
     parser.add_argument("--max-tokens", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH)
     parser.add_argument("--votes", type=int, default=5)
     parser.add_argument("--vote-temperature", type=float, default=0.7)
     parser.add_argument("--seed", type=int, default=0)

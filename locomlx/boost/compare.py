@@ -15,6 +15,7 @@ from typing import Callable
 
 from locomlx.adapters.library import find_adapter
 from locomlx.boost.ensemble import ensemble_members, load_members
+from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.compose import parse_composition
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -26,7 +27,7 @@ from locomlx.eval.stats import paired_p_value
 class CompareSettings:
     limit: int | None = 100
     max_tokens: int = 256
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH
     votes: int = 5
     vote_temperature: float = 0.7
     seed: int = 0

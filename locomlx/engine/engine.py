@@ -25,7 +25,7 @@ import mlx.nn as nn
 from mlx.utils import tree_unflatten
 
 from locomlx.adapters.format import AdapterFile, read_adapter
-from locomlx.engine.batching import generate_rows
+from locomlx.engine.batching import DEFAULT_BATCH, generate_rows
 from locomlx.engine.decode import Decoder, DecodeStats, decode
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
@@ -262,7 +262,7 @@ class Engine:
         return fit_prompt(self.tokenizer, messages, budget)
 
     def generate_batch(self, conversations: list[list[dict]], adapter: str | None = None, max_tokens: int = 256,
-                       batch_size: int = 16, temperature: float = 0.0, seed: int | None = None,
+                       batch_size: int = DEFAULT_BATCH, temperature: float = 0.0, seed: int | None = None,
                        adapters: list[str | None] | None = None, logprobs: bool = False,
                        on_progress: Callable[[int, int], None] | None = None) -> BatchGeneration:
         """Answers to many conversations, `batch_size` at a time with continuous batching (engine/batching.py).

@@ -25,6 +25,7 @@ from locomlx.boost.doctests import count_passed, visible_tests
 from locomlx.boost.sampling import VoteSettings, sample_candidates, vote_on
 from locomlx.data.checks import check_file
 from locomlx.data.records import Example
+from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval import metrics
@@ -42,7 +43,7 @@ METRICS = ("exact_match", "choice", "rouge_l", "pass@1", "judge")
 class InferenceConfig:
     max_tokens: int = 256
     limit: int | None = None
-    batch_size: int = 16
+    batch_size: int = DEFAULT_BATCH
     decoding: str = "greedy"  # set from the fields below: what a reader of results.json needs first
     reread: bool = False  # RE2: the question is stated twice
     votes: int = 1  # self-consistency: samples per adapter, majority vote
