@@ -266,6 +266,19 @@ def test_continuous_batches_keep_the_callers_order_and_report_progress(engine):
     assert batch.texts == [engine.generate_batch([c], max_tokens=5).texts[0] for c in conversations]
 
 
+def test_prompts_join_a_wide_batch_a_few_at_a_time(engine, monkeypatch):
+    """A decode batch wider than the prefill batch fills over several prefills, rows decoding meanwhile;
+    the answers are still each conversation's own."""
+    from locomlx.engine import batching
+    from locomlx.prompt import example_messages
+
+    monkeypatch.setattr(batching, "PREFILL_BATCH", 2)
+    rows = tiny.sentiment_examples(7, 12)
+    conversations = [example_messages(r["instruction"], r["input"] + " very" * (i % 3) * 4) for i, r in enumerate(rows)]
+    batch = engine.generate_batch(conversations, max_tokens=5, batch_size=7)
+    assert batch.texts == [engine.generate_batch([c], max_tokens=5).texts[0] for c in conversations]
+
+
 def _step_logits(engine, tokens, compiled):
     """Teacher-forced one-token steps over `tokens`: compiled (engine/decode.py) or the model's own forward pass."""
     from mlx_lm.models.cache import make_prompt_cache
