@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from locomlx.atomic import write_text_atomic
+
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 LOCOMLX = str(Path(sys.executable).parent / "locomlx")
@@ -102,10 +104,7 @@ def run_step(step: Step, log: Path, env: dict[str, str], cwd: Path) -> Outcome:
             lines.append(f"[exit {outcome.exit_codes[-1]}]\n")
             break
     outcome.seconds = time.perf_counter() - start
-    log.parent.mkdir(parents=True, exist_ok=True)
-    partial = log.with_name(log.name + ".partial")
-    partial.write_text("".join(lines), encoding="utf-8")
-    partial.replace(log)
+    write_text_atomic(log, "".join(lines))
     return outcome
 
 
@@ -170,9 +169,7 @@ def main() -> None:
         total = time.perf_counter() - start
     text = summary(outcomes, total, fresh_cache=not args.keep_cache)
     if len(steps) == len(STEPS):  # a partial run (--only) must not replace the full run's record
-        partial = out / "README.md.partial"
-        partial.write_text(text, encoding="utf-8")
-        partial.replace(out / "README.md")
+        write_text_atomic(out / "README.md", text)
     print(f"\n{text}")
     failed = [o.step.name for o in outcomes if not o.ok]
     if failed:
