@@ -204,7 +204,7 @@ def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
     import mlx.core as mx
     import mlx.nn as nn
 
-    from locomlx.engine.lora import linear_dims
+    from locomlx.models.layers import linear_dims
     from locomlx.train.config import ALL_LINEAR as keys
 
     mx.random.seed(seed)
@@ -308,6 +308,7 @@ def _worker_main(kind: str, settings_json: str) -> None:
 
 
 if __name__ == "__main__":
-    import locomlx  # noqa: F401  (CBLAS preload before mlx.core, unless LOCOMLX_BLAS=none)
+    from locomlx.heap import keep_freed_memory
 
+    keep_freed_memory()  # a worker owns its process, as `locomlx` does
     _worker_main(sys.argv[1], sys.argv[2])

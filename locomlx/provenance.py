@@ -10,7 +10,8 @@ from pathlib import Path
 
 import mlx.core as mx
 
-from locomlx import __version__, blas
+from locomlx import blas
+from locomlx._version import __version__
 
 
 def file_sha256(path: str | Path) -> str:

@@ -11,7 +11,7 @@ elements (an attention score matrix of 9 heads x 512 x 512).
 
 import time
 
-import locomlx  # noqa: F401  (CBLAS preload, as in every locomlx process)
+import locomlx  # first: the CBLAS preload, as in every locomlx process
 import mlx.core as mx
 import numpy as np
 from mlx_lm.models.activations import swiglu
@@ -31,6 +31,7 @@ def per_element_ns(fn, arg) -> float:
 
 
 def main() -> None:
+    locomlx.keep_freed_memory()  # this script owns its process, as `locomlx` does (locomlx/heap.py)
     x = mx.random.normal((N,))
     mx.eval(x)
     x_np = np.array(x)

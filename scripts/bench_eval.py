@@ -93,8 +93,9 @@ def main() -> None:
     args = parser.parse_args()
     settings = {"prompts": args.prompts, "max_tokens": args.max_tokens, "batch_size": args.batch_size}
     if args.worker:
-        import locomlx  # noqa: F401  (CBLAS preload unless LOCOMLX_BLAS=none)
+        import locomlx  # CBLAS preload unless LOCOMLX_BLAS=none
 
+        locomlx.keep_freed_memory()  # a worker owns its process, as `locomlx` does (locomlx/heap.py)
         print(json.dumps((run_locomlx if args.worker == "locomlx" else run_transformers)(settings)))
         return
     from locomlx.bench import run_isolated

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import locomlx  # noqa: F401  (first: preloads the CBLAS)
+import locomlx  # first: preloads the CBLAS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_eval import prompts  # noqa: E402  (the same varied prompts as the evaluation benchmark)
@@ -52,6 +52,7 @@ def run(args) -> dict:
 
 
 def main() -> None:
+    locomlx.keep_freed_memory()  # this script owns its process, as `locomlx` does (locomlx/heap.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base-model", default=None)
     parser.add_argument("--adapters", type=int, default=4, help="distinct adapters in the mixed batch")

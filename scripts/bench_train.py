@@ -21,7 +21,8 @@ import random
 import sys
 import time
 
-from locomlx.train.config import ALL_LINEAR  # imports locomlx first: the CBLAS preload (off for PEFT's worker)
+import locomlx  # first: preloads the CBLAS (off, by LOCOMLX_BLAS=none, in a torch worker)
+from locomlx.train.config import ALL_LINEAR
 
 WARMUP = 3
 RANK = 8
@@ -160,6 +161,7 @@ RUNNERS = {"locomlx": run_locomlx, "mlx_lm": run_mlx_lm, "peft": run_peft}
 
 
 def main() -> None:
+    locomlx.keep_freed_memory()  # this script owns its process, as `locomlx` does (locomlx/heap.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=4)

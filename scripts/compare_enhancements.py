@@ -19,9 +19,9 @@ import json
 import sys
 from dataclasses import asdict
 
-import locomlx  # noqa: F401  (first: preloads the CBLAS)
+import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
-from locomlx.boost.compare import CompareSettings, compare_enhancements, format_table
+from locomlx.eval.compare import CompareSettings, compare_enhancements, format_table
 from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -29,6 +29,7 @@ from locomlx.registry import load_registry
 
 
 def main() -> int:
+    locomlx.keep_freed_memory()  # this script owns its process, as `locomlx` does (locomlx/heap.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("adapters", nargs="*", help="library names [every installed adapter in the registry]")
     parser.add_argument("--adapters-dir", default=None, help="adapter library [./adapters; env LOCOMLX_ADAPTERS]")

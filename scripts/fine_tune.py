@@ -7,10 +7,8 @@
 Every flag of `locomlx train --help` works here.
 """
 
-import sys
-
-import locomlx  # noqa: F401  (first: preloads the fast CBLAS)
-from locomlx.cli import main
+from locomlx.cli import run_as_script
+from locomlx.cli.train import train_command
 
 if __name__ == "__main__":
-    main(["train", *sys.argv[1:]], prog_name="fine_tune.py")
+    run_as_script(train_command, "fine_tune.py")

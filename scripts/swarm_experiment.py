@@ -21,14 +21,15 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
 from locomlx.engine.engine import Engine, peak_memory_mb
 from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
-from locomlx.eval.stats import bootstrap_ci, paired_p_value
+from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 from locomlx.prompt import example_messages
 from locomlx.provenance import hardware
 from locomlx.registry import active_adapters, load_registry
-from locomlx.router.evaluate import routing_report, task_scores
+from locomlx.eval.routing import routing_report, task_scores
 from locomlx.router.load import load_router
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +56,7 @@ def _switch_seconds(engine: Engine, repeats: int = 2000) -> float:
 
 
 def main() -> None:
+    locomlx.keep_freed_memory()  # this script owns its process, as `locomlx` does (locomlx/heap.py)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=None, help="First N examples per benchmark.")
     parser.add_argument("--max-tokens", type=int, default=64)

@@ -2,13 +2,13 @@
 
 import pytest
 
-from locomlx.boost.answers import answer_key
-from locomlx.boost.doctests import count_passed, visible_tests
+from locomlx.scoring.metrics import answer_key
+from locomlx.scoring.doctests import count_passed, visible_tests
 from locomlx.boost.voting import Sample, majority_vote
 from locomlx.data.records import Example
 from locomlx.engine.compose import composition_name, parse_composition
 from locomlx.errors import LocomlxError
-from locomlx.eval.metrics import normalise_number, normalise_text
+from locomlx.scoring.text import normalise_number, normalise_text
 from locomlx.eval.run import InferenceConfig, score_answer
 from locomlx.prompt import REREAD, example_messages, render_prompt, user_turn
 

@@ -160,8 +160,8 @@ def test_bad_adapter_directories(engine, tmp_path):
 
 def test_greedy_generation_is_deterministic_and_streams(engine):
     messages = [{"role": "user", "content": "the cat sat on the"}]
-    pieces = []
-    first = engine.generate(messages, max_tokens=12, on_text=pieces.append)
+    chunks = list(engine.stream_generate(messages, max_tokens=12))
+    pieces, first = [c.text for c in chunks], chunks[-1].generation
     second = engine.generate(messages, max_tokens=12)
     assert first.text == second.text == "".join(pieces)
     assert first.generation_tokens <= 12 and first.prompt_tokens > 0

@@ -9,7 +9,7 @@ from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.evaluate import evaluate_adapter
-from locomlx.eval.results import SCHEMA, validate_results
+from locomlx.scoring.results import SCHEMA, validate_results
 from locomlx.eval.run import InferenceConfig, choose_metric, load_benchmark, run_benchmark
 from locomlx.prompt import example_messages
 from tests import tiny

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from locomlx.data.checks import check_file
-from locomlx.eval.sandbox import program_for, run_python
+from locomlx.scoring.sandbox import program_for, run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -149,7 +149,7 @@ def test_chat_votes_and_composition(tiny_model, library):
 
 
 def test_comparison_table_has_every_enhancement(engine, library):
-    from locomlx.boost.compare import CompareSettings, compare_enhancements, format_table
+    from locomlx.eval.compare import CompareSettings, compare_enhancements, format_table
 
     settings = CompareSettings(limit=4, max_tokens=4, batch_size=4, votes=2, vote_temperature=1.0)
     rows = compare_enhancements(engine, library, ["alpha", "gamma"], settings, ["alpha+gamma"])

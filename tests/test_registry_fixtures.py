@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from locomlx.eval.evaluate import within_ood_bar
+from locomlx.scoring.bar import within_ood_bar
 from locomlx.provenance import file_sha256
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.refresh import init_registry

@@ -55,7 +55,7 @@ def test_promote_refuses_without_a_significant_gain_or_with_ood_loss(cohort, nam
 
 def test_exactly_five_points_lost_is_within_the_bar(cohort, tiny_model):
     """0.17 - 0.12 is 0.05000000000000002 in floating point; five points out of domain still pass, six do not."""
-    from locomlx.eval.evaluate import within_ood_bar
+    from locomlx.scoring.bar import within_ood_bar
 
     assert within_ood_bar(0.17 - 0.12) and within_ood_bar(0.45 - 0.40) and not within_ood_bar(0.18 - 0.12)
     add_adapter(cohort, tiny_model, "edge", seed=6, ood_degradation=0.17 - 0.12)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from locomlx.chat import ChatSession, GenerationSettings
+from locomlx.session import GenerationSettings, Session
 from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -18,7 +18,7 @@ from locomlx.router.classifier import (choose_threshold, expected_calibration_er
 from locomlx.router.data import routing_queries
 from locomlx.router.decision import GENERAL
 from locomlx.router.embedding import load_embedding_router, save_router, train_embedding_router
-from locomlx.router.evaluate import routing_report
+from locomlx.eval.routing import routing_report
 from locomlx.router.keyword import KeywordRouter, parse_keyword
 from locomlx.router.load import load_router
 from tests import tiny
@@ -177,7 +177,7 @@ def test_a_domain_without_active_adapter_counts_as_general(routed, tiny_model):
 
 def test_chat_auto_routes_every_turn(routed):
     library, engine, _ = routed
-    session = ChatSession(engine, library, GenerationSettings(max_tokens=8))
+    session = Session(engine, library, GenerationSettings(max_tokens=8))
     first = session.ask("Add the numbers and reply with the total.\n\n5 plus 6 plus 7")
     assert first.generation.adapter == "math-a" and first.confidence is not None
     assert "routed: math" in first.footer() and "confidence" in first.footer()

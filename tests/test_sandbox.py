@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from locomlx.eval.sandbox import program_for, run_python
+from locomlx.scoring.sandbox import program_for, run_python
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 

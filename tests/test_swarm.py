@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from locomlx.chat import ChatSession, GenerationSettings
+from locomlx.session import GenerationSettings, Session
 from locomlx.cli import main
 from locomlx.registry import active_adapters, load_registry
 from locomlx.router.embedding import load_embedding_router
-from locomlx.router.evaluate import routing_report
+from locomlx.eval.routing import routing_report
 
 pytestmark = pytest.mark.real
 LIBRARY = Path(__file__).resolve().parents[1] / "adapters"
@@ -41,7 +41,7 @@ def test_shipped_router_is_current_and_routes_held_out_queries(real_engine, regi
 
 
 def test_chat_routes_a_review_to_the_sentiment_specialist(real_engine, registry):
-    session = ChatSession(real_engine, LIBRARY, GenerationSettings(max_tokens=8))
+    session = Session(real_engine, LIBRARY, GenerationSettings(max_tokens=8))
     answer = session.ask("Is the sentiment of this movie review positive or negative? Answer with one word: "
                          "positive or negative.\n\nA gorgeous, moving film with a wonderful cast.")
     assert answer.generation.adapter == active_adapters(registry)["sentiment"]

@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -69,6 +69,14 @@ class Generation:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+@dataclass
+class GenerationChunk:
+    """Text decoded since the previous chunk; the last chunk of a stream also carries the whole `generation`."""
+
+    text: str
+    generation: Generation | None = None
 
 
 @dataclass
@@ -313,7 +321,7 @@ class Engine:
                                sum(len(t) for t, _ in fitted), sum(len(ids) for ids in generated.token_ids),
                                time.perf_counter() - start, sum(cut for _, cut in fitted), row_adapters, means)
 
-    def generate(
+    def stream_generate(
         self,
         messages: list[dict],
         adapter: str | None = None,
@@ -321,12 +329,9 @@ class Engine:
         temperature: float = 0.0,
         top_p: float = 1.0,
         seed: int | None = None,
-        on_text: Callable[[str], None] | None = None,
-    ) -> Generation:
-        """Answer `messages` with `adapter` (None = base). Greedy when temperature is 0.
-
-        Streams text pieces to `on_text` as they are decoded; stops at EOS or `max_tokens`.
-        """
+    ) -> Iterator[GenerationChunk]:
+        """Answer `messages` with `adapter` (None = base), yielding text as it is decoded; greedy when temperature
+        is 0. Stops at EOS or `max_tokens`; the last chunk carries the whole `Generation`."""
         from mlx_lm.sample_utils import make_sampler
 
         tokens, truncated = self._fit(messages, max_tokens)
@@ -339,24 +344,20 @@ class Engine:
         detokenizer = self.tokenizer.detokenizer
         detokenizer.reset()
         pieces: list[str] = []
-
-        def emit_text() -> None:  # the text completed since the last call (reading `last_segment` consumes it)
-            piece = detokenizer.last_segment
-            if piece:
-                pieces.append(piece)
-                if on_text:
-                    on_text(piece)
-
         stats = DecodeStats()
         with mx.stream(compute_stream()):
             for token in decode(self.model, tokens, max_tokens=max_tokens, sampler=sampler,
                                 stop_tokens=self.tokenizer.eos_token_ids, decoder=self.decoder,
                                 step_key=self.selection.active, stats=stats):
                 detokenizer.add_token(token)
-                emit_text()
+                piece = detokenizer.last_segment  # the text completed since the last read (reading consumes it)
+                if piece:
+                    pieces.append(piece)
+                    yield GenerationChunk(piece)
         detokenizer.finalize()
-        emit_text()
-        return Generation(
+        piece = detokenizer.last_segment
+        pieces.append(piece)
+        yield GenerationChunk(piece, Generation(
             text="".join(pieces),
             adapter=adapter,
             prompt_tokens=len(tokens),
@@ -367,4 +368,11 @@ class Engine:
             truncated=truncated,
             switch_seconds=switch,
             peak_memory_mb=peak_memory_mb(),
-        )
+        ))
+
+    def generate(self, messages: list[dict], adapter: str | None = None, max_tokens: int = 256,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int | None = None) -> Generation:
+        """The whole answer at once (see `stream_generate`)."""
+        for chunk in self.stream_generate(messages, adapter, max_tokens, temperature, top_p, seed):
+            pass
+        return chunk.generation

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import mlx.core as mx
 import mlx.nn as nn
 
+from locomlx.models.layers import linear_dims
+
 
 @dataclass
 class AdapterMix:
@@ -44,14 +46,6 @@ class LoRAWeights:
     a: mx.array  # (input_dims, rank)
     b: mx.array  # (rank, output_dims)
     scale: float
-
-
-def linear_dims(layer: nn.Module) -> tuple[int, int]:
-    """(input_dims, output_dims) of a float or quantized linear layer (packed weights hide the input size)."""
-    out_dims, in_dims = layer.weight.shape
-    if isinstance(layer, nn.QuantizedLinear):
-        in_dims = in_dims * 32 // layer.bits
-    return in_dims, out_dims
 
 
 class MultiLoRALinear(nn.Module):

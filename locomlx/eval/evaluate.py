@@ -19,26 +19,38 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from locomlx import __version__
+from locomlx._version import __version__
 from locomlx.boost.ensemble import load_members
 from locomlx.data.checks import library_benchmarks
+from locomlx.atomic import write_json_atomic, write_text_atomic
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
-from locomlx.eval.results import validate_results
-from locomlx.atomic import write_json_atomic
+from locomlx.scoring.results import validate_results
 from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark
-from locomlx.eval.stats import paired_p_value
+from locomlx.scoring.stats import paired_p_value
 from locomlx.provenance import hardware
+from locomlx.scoring.bar import is_significant, within_ood_bar
 
-MAX_OOD_DEGRADATION = 0.05
-SIGNIFICANCE = 0.05
+def quantization(engine: Engine) -> str:
+    """The base weights as stored and as computed, e.g. "4-bit (computed in float32)"."""
+    quantized = engine.base.config.get("quantization")
+    return (f"{quantized['bits']}-bit" if quantized else "none") + f" (computed in {engine.base.compute_dtype})"
 
 
-def within_ood_bar(degradation: float) -> bool:
-    """At most 5 points lost on any other benchmark, 5 included. Scores are fractions of examples, so a drop
-    from 0.17 to 0.12 is 0.05000000000000002 in floating point: compare at a precision far finer than one
-    example instead of letting that last bit fail an adapter."""
-    return round(degradation, 9) <= MAX_OOD_DEGRADATION
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def evaluate_base(base_model: str | None, benchmark: str | Path, metric: str | None = None,
+                  inference: InferenceConfig = InferenceConfig(),
+                  on_progress: Callable[[int, int], None] | None = None) -> dict:
+    """The base model alone on a benchmark: its run (every answer and score) with the contributing guide's
+    fields (`base_model`, `quantization`, `base_model_score`, `timestamp`; `adapter` is null)."""
+    engine = Engine.load(base_model)
+    run = run_benchmark(engine, benchmark, None, metric, inference, on_progress)
+    return {"adapter": None, "base_model": engine.base.resolved.reference, "quantization": quantization(engine),
+            "base_model_score": run.score, **run.to_dict(), "hardware": hardware(), "locomlx_version": __version__,
+            "timestamp": _now()}
 
 
 @dataclass
@@ -100,13 +112,11 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
     p_value = paired_p_value([e.score for e in adapter_run.examples], [e.score for e in base_run.examples])
     ood_entries = [_ood_entry(a, b) for a, b in ood_runs]
     degradation = max([0.0] + [e["degradation"] for e in ood_entries])
-    significant = p_value < SIGNIFICANCE and improvement > 0
-    quantization = engine.base.config.get("quantization")
+    significant = is_significant(p_value, improvement)
     results = {
         "adapter": name,
         "base_model": engine.base.resolved.reference,
-        "quantization": (f"{quantization['bits']}-bit" if quantization else "none")
-                        + f" (computed in {engine.base.compute_dtype})",
+        "quantization": quantization(engine),
         "benchmark": str(benchmark),
         "benchmark_sha256": adapter_run.benchmark_sha256,
         "n_examples": adapter_run.n_examples,
@@ -127,7 +137,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
         "hardware": hardware(),
         "locomlx_version": __version__,
         "duration_seconds": time.perf_counter() - started,
-        "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": _now(),
     }
     problems = validate_results(results)
     if problems:  # a bug in this module, never the user's input
@@ -140,9 +150,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
                                 "extracted": e.extracted, "score": e.score}
                                | ({"vote": e.vote} if e.vote else {})) + "\n"
                     for run in (adapter_run, base_run) for e in run.examples)
-    tmp = out / ".outputs.jsonl.tmp"
-    tmp.write_text(lines)
-    tmp.replace(out / "outputs.jsonl")
+    write_text_atomic(out / "outputs.jsonl", lines)
     return Evaluation(adapter_run, base_run, ood_runs, results, out)
 
 

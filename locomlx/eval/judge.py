@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass
 
 from locomlx.engine.engine import Engine
-from locomlx.eval.metrics import Score
+from locomlx.scoring.text import Score
 
 RUBRIC = ("You are grading an answer to a question. Compare it with the reference answer. "
           "Give a grade from 0 (wrong or unrelated) to 10 (fully correct and complete). "

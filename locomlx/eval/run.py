@@ -20,24 +20,19 @@ from typing import Callable
 
 from locomlx.adapters.format import weights_file
 from locomlx.atomic import write_json_atomic
-from locomlx.boost.answers import answer_key
-from locomlx.boost.doctests import count_passed, visible_tests
 from locomlx.boost.sampling import VoteSettings, sample_candidates, vote_on
 from locomlx.data.checks import check_file
 from locomlx.data.records import Example
 from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
-from locomlx.eval import metrics
 from locomlx.eval.judge import JudgeSettings, judge_scores
-from locomlx.eval.sandbox import program_for, run_python
-from locomlx.eval.stats import Interval, bootstrap_ci
+from locomlx.scoring.doctests import count_passed, visible_tests
+from locomlx.scoring.metrics import choose_metric, get_metric, score_answer
+from locomlx.scoring.stats import Interval, bootstrap_ci
 from locomlx.models.resolve import cache_dir
 from locomlx.prompt import example_messages
 from locomlx.provenance import file_sha256
-
-METRICS = ("exact_match", "choice", "rouge_l", "pass@1", "judge")
-
 
 @dataclass
 class InferenceConfig:
@@ -102,38 +97,6 @@ def load_benchmark(path: str | Path) -> list[Example]:
     if report.errors:
         raise LocomlxError("The benchmark has problems:\n" + "\n".join(map(str, report.errors[:30])))
     return report.examples
-
-
-def choose_metric(examples: list[Example], override: str | None) -> str:
-    named = {ex.extra.get("metric") for ex in examples if ex.extra.get("metric")}
-    if override:
-        metric = override
-    elif len(named) > 1:
-        raise LocomlxError(f"The benchmark mixes metrics {sorted(named)}; split it or pass --metric.")
-    else:
-        metric = named.pop() if named else "exact_match"
-    if metric not in METRICS:
-        raise LocomlxError(f"Unknown metric '{metric}' (available: {', '.join(METRICS)}).")
-    needs = {"choice": ("choices", list), "pass@1": ("tests", str)}
-    if metric in needs:
-        field, kind = needs[metric]
-        missing = [ex.line for ex in examples if not isinstance(ex.extra.get(field), kind)]
-        if missing:
-            raise LocomlxError(f"Metric '{metric}' needs a '{field}' {kind.__name__} on every row; "
-                               f"missing on lines {missing[:10]}.")
-    return metric
-
-
-def score_answer(metric: str, output: str, example: Example) -> metrics.Score:
-    """Score one answer by a metric that needs no model (all but `judge`)."""
-    if metric == "exact_match":
-        return metrics.exact_match(output, example.output)
-    if metric == "choice":
-        return metrics.choice(output, example.output, example.extra["choices"])
-    if metric == "pass@1":
-        result = run_python(program_for(example.input, output, example.extra["tests"]))
-        return metrics.Score(float(result.passed), result.status)
-    return metrics.rouge_l(output, example.output)
 
 
 def _answers_cache_path(engine: Engine, adapter: str | None, sha: str, inference: InferenceConfig,
@@ -205,7 +168,7 @@ def _vote(metric: str, example: Example, candidates):
     """The voted answer to one example: keyed by the metric's own extraction; code ranked by its visible tests."""
     shown = visible_tests(example.input) if metric == "pass@1" else []
     return vote_on(candidates,
-                   key=lambda text: answer_key(text, metric, example.extra.get("choices"), example.output),
+                   key=lambda text: get_metric(metric).answer_key(text, example),
                    tests_passed=(lambda text: count_passed(example.input, text, shown)) if shown else None)
 
 
@@ -238,7 +201,7 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
                                       "generation_seconds": answers.seconds})
     outputs = answers.outputs
     judge_passes = None
-    if metric == "judge":
+    if get_metric(metric).score is None:  # graded by a language model
         questions = [example_messages(ex.instruction, ex.input)[0]["content"] for ex in examples]
         scores, judge_passes = judge_scores(engine, questions, [ex.output for ex in examples], outputs, judge)
     else:
@@ -248,7 +211,7 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     values = [r.score for r in results]
     run = BenchmarkRun(
         model=adapter or "base", benchmark=str(benchmark), benchmark_sha256=sha, metric=metric,
-        score=sum(values) / len(values), ci=bootstrap_ci(values), n_examples=len(values),
+        score=get_metric(metric).aggregate(values), ci=bootstrap_ci(values), n_examples=len(values),
         seconds=time.perf_counter() - start,
         generation_tokens_per_second=answers.tokens_per_second,
         inference=inference, examples=results, judge_pass_scores=judge_passes, generation_seconds=answers.seconds,

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import mlx.nn as nn
 
 from locomlx.adapters.format import AdapterFile
-from locomlx.engine.lora import linear_dims
+from locomlx.models.layers import linear_dims
 from locomlx.models.resolve import ResolvedModel, resolve_model
 from locomlx.provenance import file_sha256
 

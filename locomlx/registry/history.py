@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from locomlx.errors import LocomlxError
-from locomlx.eval.results import validate_results
+from locomlx.scoring.results import validate_results
 from locomlx.registry.schema import AdapterEntry, HistoryRecord, Registry, Scores, current_semester, semester_key
 from locomlx.registry.store import edit_registry
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from locomlx.adapters.format import WEIGHT_FILES, read_adapter
 from locomlx.errors import LocomlxError
-from locomlx.eval.results import read_results
+from locomlx.scoring.results import read_results
 from locomlx.models.resolve import REPO_ID
 from locomlx.provenance import file_sha256
 from locomlx.registry.archive import ArchiveLimits, archive_stem, check_adapter_files, extract_archive

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locomlx.errors import LocomlxError
-from locomlx.eval.evaluate import MAX_OOD_DEGRADATION, within_ood_bar
+from locomlx.scoring.bar import MAX_OOD_DEGRADATION, within_ood_bar
 from locomlx.registry.schema import AdapterEntry
 from locomlx.registry.store import edit_registry
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from locomlx.errors import LocomlxError
-from locomlx.eval.results import read_results
+from locomlx.scoring.results import read_results
 from locomlx.provenance import file_sha256
 from locomlx.adapters.format import weights_file
 from locomlx.registry.compat import inspect_base

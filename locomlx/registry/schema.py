@@ -17,13 +17,14 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
+from typing import Callable
 
 import yaml
 
 from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
-from locomlx.eval.results import SCHEMA as RESULTS_SCHEMA
-from locomlx.eval.run import METRICS
+from locomlx.scoring.results import SCHEMA as RESULTS_SCHEMA
+from locomlx.scoring.metrics import metric_names
 
 SCHEMA_VERSION = 2
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -49,7 +50,7 @@ class Field:
     required: bool = False
     pattern: str | None = None
     example: str = ""
-    choices: tuple = ()
+    choices: tuple | Callable[[], tuple] = ()  # a callable is asked at check time (registries that grow)
     items: type | None = None  # element type of a list
     fields: dict | None = None
     record: type | None = None
@@ -62,8 +63,9 @@ class Field:
             return f"must be a list of {_KIND_NAMES[self.items]}s{_example(self)}"
         if self.pattern and not re.fullmatch(self.pattern, value):
             return f"'{value}' has the wrong format{_example(self)}"
-        if self.choices and value not in self.choices:
-            return f"{_shown(value)} is not one of {', '.join(map(str, self.choices))}"
+        choices = self.choices() if callable(self.choices) else self.choices
+        if choices and value not in choices:
+            return f"{_shown(value)} is not one of {', '.join(map(str, choices))}"
         return None
 
 
@@ -220,7 +222,7 @@ ADAPTER_FIELDS = {
     "semester": Field(str, "the semester it was made in; history records are filed under it", pattern=SEMESTER,
                       example="2026-fall"),
     "active": Field(bool, "whether it answers for its domain; at most one active per domain (locomlx promote)"),
-    "metric": Field(str, "the metric its benchmark is scored with", choices=METRICS),
+    "metric": Field(str, "the metric its benchmark is scored with", choices=metric_names),
     "benchmark": Field(str, "its benchmark JSONL, relative to the library", example="sentiment-rt/eval/benchmark.jsonl"),
     "sha256": Field(str, "sha256 of adapter_model.safetensors, recorded at install", pattern=SHA256,
                     example="64 hex digits"),

@@ -17,7 +17,7 @@ from locomlx.adapters.library import list_adapters
 from locomlx.data.checks import check_file, library_benchmarks
 from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
-from locomlx.eval.results import read_results
+from locomlx.scoring.results import read_results
 from locomlx.provenance import file_sha256
 from locomlx.adapters.format import weights_file
 from locomlx.registry.compat import BaseFacts, incompatibility, inspect_base

@@ -21,7 +21,7 @@ import numpy as np
 import yaml
 from mlx.utils import tree_flatten
 
-from locomlx import __version__
+from locomlx._version import __version__
 from locomlx.adapters.library import library_dir
 from locomlx.data.checks import check_file, library_benchmarks
 from locomlx.data.records import Example

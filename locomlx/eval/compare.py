@@ -20,7 +20,7 @@ from locomlx.engine.compose import parse_composition
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark
-from locomlx.eval.stats import paired_p_value
+from locomlx.scoring.stats import paired_p_value
 
 
 @dataclass

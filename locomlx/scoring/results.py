@@ -21,7 +21,7 @@ SCHEMA: dict[str, tuple[type | tuple, str]] = {
     "benchmark": (str, "benchmark path"),
     "benchmark_sha256": (str, "sha256 of the benchmark file"),
     "n_examples": (int, "examples scored"),
-    "metric": (str, "exact_match | choice | rouge_l | pass@1 | judge"),
+    "metric": (str, "the registered metric it was scored with (exact_match, choice, rouge_l, pass@1, judge, ...)"),
     "adapter_score": ((int, float), "mean score of base + adapter, 0..1"),
     "base_model_score": ((int, float), "mean score of the base model, 0..1"),
     "improvement": ((int, float), "adapter_score - base_model_score (absolute)"),

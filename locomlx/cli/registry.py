@@ -1,11 +1,10 @@
 """Command line of the adapter registry: `registry`, `adapters`, `leaderboard`, `promote`, `report`.
 
-Parses arguments, calls locomlx.registry, prints; cli.py adds these commands to `locomlx`.
+Parses arguments, calls locomlx.registry, prints.
 """
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -13,26 +12,8 @@ from pathlib import Path
 import click
 import yaml
 
+from locomlx.cli.options import adapters_dir_option, echo_json, json_option, library_path
 from locomlx.errors import LocomlxError
-
-
-def adapters_dir_option(f):
-    return click.option("--adapters-dir", default=None, metavar="DIR",
-                        help="Adapter library folder, holding registry.yaml (default ./adapters; env LOCOMLX_ADAPTERS).")(f)
-
-
-def json_option(f):
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")(f)
-
-
-def _library(adapters_dir: str | None) -> Path:
-    from locomlx.adapters.library import library_dir
-
-    return library_dir(adapters_dir)
-
-
-def _echo_json(data) -> None:
-    click.echo(json.dumps(data, indent=2))
 
 
 # --- locomlx registry ---------------------------------------------------------------------------
@@ -63,7 +44,7 @@ def registry_init(adapters_dir, base_model, quantization, academic_year):
     from locomlx.registry.refresh import init_registry
     from locomlx.registry.store import registry_path
 
-    library = _library(adapters_dir)
+    library = library_path(adapters_dir)
     created = init_registry(library, base_model, quantization, academic_year)
     click.echo(f"Wrote {registry_path(library)} for base model {created.base_model.id} "
                f"({created.base_model.academic_year}).")
@@ -71,7 +52,7 @@ def registry_init(adapters_dir, base_model, quantization, academic_year):
 
 @registry.command("validate")
 @adapters_dir_option
-@json_option
+@json_option()
 def registry_validate(adapters_dir, as_json):
     """Check the registry and its adapters; exit code 1 when any error is found.
 
@@ -89,11 +70,11 @@ def registry_validate(adapters_dir, as_json):
     from locomlx.registry.store import read_registry, registry_path
     from locomlx.registry.validate import validate_library
 
-    library = _library(adapters_dir)
+    library = library_path(adapters_dir)
     problems = validate_library(library)
     errors = [p for p in problems if p.severity == "error"]
     if as_json:
-        _echo_json({"registry": str(registry_path(library)), "errors": len(errors),
+        echo_json({"registry": str(registry_path(library)), "errors": len(errors),
                     "warnings": len(problems) - len(errors), "problems": [asdict(p) for p in problems]})
     else:
         for problem in problems:
@@ -109,7 +90,7 @@ def registry_validate(adapters_dir, as_json):
 @registry.command("refresh")
 @click.argument("names", nargs=-1, metavar="[NAME]...")
 @adapters_dir_option
-@json_option
+@json_option()
 def registry_refresh(names, adapters_dir, as_json):
     """Re-read weights hashes, benchmarks and eval/results.json scores into the registry.
 
@@ -124,9 +105,9 @@ def registry_refresh(names, adapters_dir, as_json):
     """
     from locomlx.registry.refresh import refresh_registry
 
-    changes = refresh_registry(_library(adapters_dir), list(names) or None)
+    changes = refresh_registry(library_path(adapters_dir), list(names) or None)
     if as_json:
-        _echo_json(changes)
+        echo_json(changes)
     else:
         click.echo("\n".join(changes) if changes else "Nothing to change: the registry matches the files.")
 
@@ -142,7 +123,7 @@ def adapters():
 @adapters.command("list")
 @click.option("--domain", default=None, help="Only this domain.")
 @adapters_dir_option
-@json_option
+@json_option()
 def adapters_list(domain, adapters_dir, as_json):
     """List registered adapters (* = active in its domain).
 
@@ -154,9 +135,9 @@ def adapters_list(domain, adapters_dir, as_json):
     from locomlx.registry.schema import entry_to_dict
     from locomlx.registry.store import load_registry
 
-    entries = [e for e in load_registry(_library(adapters_dir)).adapters.values() if domain in (None, e.domain)]
+    entries = [e for e in load_registry(library_path(adapters_dir)).adapters.values() if domain in (None, e.domain)]
     if as_json:
-        _echo_json([{"name": e.name, **entry_to_dict(e)} for e in entries])
+        echo_json([{"name": e.name, **entry_to_dict(e)} for e in entries])
         return
     if not entries:
         click.echo("No adapters registered. Add one: locomlx adapters install SOURCE --domain DOMAIN")
@@ -172,7 +153,7 @@ def adapters_list(domain, adapters_dir, as_json):
 @adapters.command("info")
 @click.argument("name")
 @adapters_dir_option
-@json_option
+@json_option()
 def adapters_info(name, adapters_dir, as_json):
     """Show everything the registry knows about one adapter.
 
@@ -183,11 +164,11 @@ def adapters_info(name, adapters_dir, as_json):
     from locomlx.registry.schema import entry_to_dict
     from locomlx.registry.store import load_registry
 
-    registry = load_registry(_library(adapters_dir))
+    registry = load_registry(library_path(adapters_dir))
     entry = registry.entry(name)
     history = [asdict(r) for r in registry.history if r.adapter == name]
     if as_json:
-        _echo_json({"name": name, **entry_to_dict(entry), "history": history})
+        echo_json({"name": name, **entry_to_dict(entry), "history": history})
         return
     click.echo(yaml.safe_dump({name: entry_to_dict(entry)}, sort_keys=False, allow_unicode=True).rstrip())
     for record in history:
@@ -208,7 +189,7 @@ def adapters_info(name, adapters_dir, as_json):
 @click.option("--metric", default=None, help="Benchmark metric [from its eval/results.json].")
 @click.option("--revision", default=None, help="Hugging Face revision (branch, tag or commit).")
 @adapters_dir_option
-@json_option
+@json_option()
 def adapters_install(source, domain, name, version, semester, description, authors, tags, keywords, metric, revision,
                      adapters_dir, as_json):
     """Install an adapter and register it.
@@ -230,10 +211,10 @@ def adapters_install(source, domain, name, version, semester, description, autho
     from locomlx.registry.schema import entry_to_dict
 
     info = AdapterInfo(domain, name, version, semester, description, list(authors), list(tags), list(keywords), metric)
-    library = _library(adapters_dir)
+    library = library_path(adapters_dir)
     entry = install_adapter(source, library, info, revision)
     if as_json:
-        _echo_json({"name": entry.name, **entry_to_dict(entry)})
+        echo_json({"name": entry.name, **entry_to_dict(entry)})
         return
     click.echo(f"Installed {entry.name} ({entry.domain}, {entry.version}) in {library / entry.path}; "
                f"sha256 {entry.sha256[:12]}.")
@@ -258,7 +239,7 @@ def adapters_remove(name, yes, keep_files, adapters_dir):
     if not (yes or keep_files):
         raise LocomlxError(f"Removing '{name}' deletes its folder: confirm with --yes, or pass --keep-files to "
                            "only unregister it.")
-    entry = remove_adapter(_library(adapters_dir), name, keep_files)
+    entry = remove_adapter(library_path(adapters_dir), name, keep_files)
     kept = " (folder kept)" if keep_files or not entry.installed else ""
     click.echo(f"Removed {name}{kept}." + (f" Domain {entry.domain} has no active adapter now." if entry.active else ""))
 
@@ -271,7 +252,7 @@ def adapters_remove(name, yes, keep_files, adapters_dir):
 @click.option("--markdown", default=None, is_flag=False, flag_value="-", metavar="[FILE]",
               help="Print a Markdown page, or write it to FILE.")
 @adapters_dir_option
-@json_option
+@json_option()
 def leaderboard(domain, markdown, adapters_dir, as_json):
     """Rank each domain's adapters by their registered scores.
 
@@ -292,11 +273,11 @@ def leaderboard(domain, markdown, adapters_dir, as_json):
 
     if as_json and markdown:
         raise click.UsageError("Choose one of --json and --markdown.")
-    library = _library(adapters_dir)
+    library = library_path(adapters_dir)
     registry = load_registry(library)
     board = rank(registry, domain, library)
     if as_json:
-        _echo_json({d: [asdict(r) for r in rankings] for d, rankings in board.items()})
+        echo_json({d: [asdict(r) for r in rankings] for d, rankings in board.items()})
     elif markdown:
         page = format_markdown(board, registry.base_model.academic_year if registry.base_model else None)
         if markdown == "-":
@@ -312,7 +293,7 @@ def leaderboard(domain, markdown, adapters_dir, as_json):
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Promote even without a significant gain or with >5 points OOD loss.")
 @adapters_dir_option
-@json_option
+@json_option()
 def promote(name, force, adapters_dir, as_json):
     """Make NAME the active adapter of its domain, demoting the previous one.
 
@@ -327,9 +308,9 @@ def promote(name, force, adapters_dir, as_json):
     """
     from locomlx.registry.promote import promote as activate
 
-    done = activate(_library(adapters_dir), name, force)
+    done = activate(library_path(adapters_dir), name, force)
     if as_json:
-        _echo_json(asdict(done))
+        echo_json(asdict(done))
         return
     replaced = f", replacing {done.previous}" if done.previous else ""
     click.echo(f"{name} is now the active {done.domain} adapter{replaced}.")
@@ -340,7 +321,7 @@ def promote(name, force, adapters_dir, as_json):
 @click.command()
 @click.option("--domain", default=None, help="Only this domain.")
 @adapters_dir_option
-@json_option
+@json_option()
 def report(domain, adapters_dir, as_json):
     """Per-domain trend across semesters, from the registry's history.
 
@@ -356,8 +337,8 @@ def report(domain, adapters_dir, as_json):
     from locomlx.registry.history import format_trend, semester_trend
     from locomlx.registry.store import load_registry
 
-    trend = semester_trend(load_registry(_library(adapters_dir)), domain)
+    trend = semester_trend(load_registry(library_path(adapters_dir)), domain)
     if as_json:
-        _echo_json({d: [asdict(p) for p in points] for d, points in trend.items()})
+        echo_json({d: [asdict(p) for p in points] for d, points in trend.items()})
     else:
         click.echo(format_trend(trend))

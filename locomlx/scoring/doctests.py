@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from locomlx.eval.sandbox import program_for, run_python
+from locomlx.scoring.sandbox import program_for, run_python
 
 _EXAMPLE = re.compile(r"^[ \t]*>>> (.+)\n[ \t]*(?!>>>)(\S.*)$", re.MULTILINE)
 _MARK = "locomlx visible tests passed:"

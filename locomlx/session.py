@@ -1,22 +1,27 @@
-"""`locomlx chat`: one question, or a REPL, answered by the base model or a resident adapter.
+"""A conversation with the routed library: route the question, load the adapter, answer, remember the turn.
 
-The session keeps the engine (and so the base model) for its whole life;
-`/adapter NAME` loads an adapter from disk the first time and afterwards only
-switches to it, which `/stats` shows by timing.
+The base model stays resident for the session's whole life; an adapter is read
+from disk the first time it is needed and afterwards only selected. Chat's REPL,
+a server or a notebook use the same session, and stream through the same
+generator:
+
+    session = Session(Engine.load(), library_dir())
+    for chunk in session.stream("Is this review positive? ..."):
+        print(chunk.text, end="")
+    print(chunk.answer.footer())
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Iterator
 
-from locomlx.adapters.library import find_adapter, list_adapters
+from locomlx.adapters.library import find_adapter
 from locomlx.boost.ensemble import load_members
 from locomlx.boost.sampling import VoteSettings, answer_by_vote
 from locomlx.engine.compose import parse_composition
-from locomlx.engine.engine import Engine, Generation, peak_memory_mb
-from locomlx.errors import LocomlxError
+from locomlx.engine.engine import Engine, Generation
 from locomlx.prompt import user_turn
 from locomlx.registry import active_adapters, load_registry
 from locomlx.router.decision import RouteDecision, Router
@@ -24,15 +29,6 @@ from locomlx.router.load import load_router
 
 AUTO = "auto"
 NONE = "none"
-
-HELP = """Commands:
-  /adapter NAME   answer with this adapter (library name or path); 'none' = base model, 'auto' = router,
-                  a+b or a:0.7+b:0.3 = a weighted sum of adapters
-  /adapters       list resident and available adapters
-  /clear          forget the conversation so far
-  /stats          timings: base load, adapter loads, last switch, peak memory
-  /help           this text
-  /quit           leave (Ctrl-D works too)"""
 
 
 @dataclass
@@ -64,18 +60,27 @@ class Answer:
         return f"[adapter: {who}{extra}{note} · {g.generation_tokens} tokens · {g.generation_tps:.1f} tok/s]"
 
     def to_dict(self) -> dict:
+        stats = {k: v for k, v in self.generation.to_dict().items() if k not in ("text", "adapter")}
         return {"answer": self.generation.text, "adapter": self.generation.adapter, "requested_adapter": self.requested,
-                "confidence": self.confidence, "note": self.note, **{k: v for k, v in self.generation.to_dict().items() if k not in ("text", "adapter")}}
+                "confidence": self.confidence, "note": self.note, **stats}
 
 
 @dataclass
-class ChatSession:
+class AnswerChunk:
+    """A piece of an answer's text as it is decoded; the last chunk of a stream carries the whole `answer`."""
+
+    text: str
+    answer: Answer | None = None
+
+
+@dataclass
+class Session:
     engine: Engine
     library: Path
     settings: GenerationSettings = field(default_factory=GenerationSettings)
     requested: str = AUTO
     history: list[dict] = field(default_factory=list)
-    router_name: str | None = None  # --router; None = $LOCOMLX_ROUTER or the default
+    router_name: str | None = None  # None = $LOCOMLX_ROUTER or the default router
     _router: Router | None = field(default=None, init=False, repr=False)
     last_route: RouteDecision | None = field(default=None, init=False, repr=False)
 
@@ -104,8 +109,9 @@ class ChatSession:
         self.requested = self.engine.compose(spec)
         return f"answering with the composition {self.requested} (not fused into the base)"
 
-    def _route(self, question: str) -> tuple[str | None, float | None, str]:
-        """The adapter for this turn: the user's choice, or the router's for this question (every turn)."""
+    def route(self, question: str) -> tuple[str | None, float | None, str]:
+        """The adapter for this turn (loaded if needed), the router's confidence and a note on how it was chosen:
+        the user's choice, or the router's for this question (every turn)."""
         if self.requested == NONE:
             return None, None, ""
         if self.requested != AUTO:
@@ -122,65 +128,34 @@ class ChatSession:
         note = f"routed: {decision.domain} ({decision.router}, {decision.seconds * 1000:.0f} ms)"
         return decision.adapter, decision.confidence, note + (f"; {decision.reason}" if decision.reason else "")
 
-    def ask(self, question: str, on_text: Callable[[str], None] | None = None) -> Answer:
-        adapter, confidence, note = self._route(question)
-        messages = self.history + [{"role": "user", "content": question}]
+    def stream(self, question: str) -> Iterator[AnswerChunk]:
+        """Answer `question` in the conversation so far, yielding text as it is decoded (a voted answer comes
+        whole, once the vote is counted); the last chunk carries the `Answer`."""
+        adapter, confidence, note = self.route(question)
         s = self.settings
         prompt = self.history + [user_turn(question, s.reread)]
         if s.votes > 1 or s.ensemble:
             members = load_members(self.engine, self.library, adapter) if s.ensemble and adapter else [adapter]
             generation, vote = answer_by_vote(self.engine, prompt, members,
                                               VoteSettings(s.votes, s.vote_temperature, s.seed or 0), s.max_tokens)
-            if on_text:
-                on_text(generation.text)
+            yield AnswerChunk(generation.text)
             voters = f" ({len(members)} adapters)" if len(members) > 1 else ""
             note = " · ".join(filter(None, [note, vote.split + voters]))
         else:
-            generation = self.engine.generate(prompt, adapter=adapter, max_tokens=s.max_tokens,
-                                              temperature=s.temperature, top_p=s.top_p, seed=s.seed, on_text=on_text)
-        self.history = messages + [{"role": "assistant", "content": generation.text}]
-        return Answer(generation, self.requested, confidence, note)
+            for chunk in self.engine.stream_generate(prompt, adapter=adapter, max_tokens=s.max_tokens,
+                                                     temperature=s.temperature, top_p=s.top_p, seed=s.seed):
+                if chunk.text:
+                    yield AnswerChunk(chunk.text)
+                generation = chunk.generation
+        self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": generation.text}]
+        yield AnswerChunk("", Answer(generation, self.requested, confidence, note))
 
-    def stats(self) -> str:
-        t = self.engine.timings
-        base = self.engine.base
-        lines = [
-            f"base model:     {base.resolved.reference} ({base.resolved.path}), compute dtype {base.compute_dtype}",
-            f"base load:      {t.base_load_seconds * 1000:.0f} ms (once per session)",
-        ]
-        for name, adapter in self.engine.adapters.items():
-            lines.append(f"adapter load:   {name}: {adapter.load_seconds * 1000:.1f} ms, rank {adapter.ranks}, "
-                         f"{len(adapter.modules)} layers, {adapter.nbytes / 1e6:.2f} MB")
-        lines.append(f"last switch:    {t.last_switch_seconds * 1e6:.1f} µs ({t.switches} selections, no reloads)")
-        lines.append(f"peak memory:    {peak_memory_mb():.0f} MB")
-        return "\n".join(lines)
+    def ask(self, question: str) -> Answer:
+        """The whole answer at once (see `stream`)."""
+        for chunk in self.stream(question):
+            pass
+        return chunk.answer
 
-    def adapters_listing(self) -> str:
-        resident = set(self.engine.adapters)
-        available = list_adapters(self.library)
-        lines = [f"active: {self.requested}"]
-        lines += [f"  {'*' if n in resident else ' '} {n}" for n in sorted(resident | set(available))]
-        lines.append("(* = resident in memory)" if lines[1:] else f"no adapters in {self.library}")
-        return "\n".join(lines)
-
-    def command(self, line: str) -> str | None:
-        """Run one /command; returns text to show, or None to quit."""
-        name, _, arg = line[1:].strip().partition(" ")
-        arg = arg.strip()
-        if name in ("quit", "exit", "q"):
-            return None
-        if name == "adapter":
-            if not arg:
-                return f"active: {self.requested}; usage: /adapter NAME|none|auto"
-            return self.use_adapter(arg)
-        if name == "adapters":
-            return self.adapters_listing()
-        if name == "clear":
-            self.history = []
-            return "conversation cleared"
-        if name == "stats":
-            return self.stats()
-        if name == "help":
-            return HELP
-        raise LocomlxError(f"Unknown command '/{name}'; type /help for the list.")
-
+    def clear(self) -> None:
+        """Forget the conversation so far (the resident adapters stay)."""
+        self.history = []

@@ -1,6 +1,6 @@
 """Command line of the router: `locomlx route` and `locomlx router train|eval`.
 
-Parses arguments, calls locomlx.router, prints; cli.py adds these commands to `locomlx`.
+Parses arguments, calls locomlx.router and locomlx.eval.routing, prints.
 """
 
 from __future__ import annotations
@@ -10,24 +10,17 @@ from pathlib import Path
 
 import click
 
-from locomlx.cli_registry import adapters_dir_option, json_option
-
-
-def router_option(f):
-    return click.option("--router", "router_name", default=None, metavar="NAME",
-                        help="embedding (default; trained by `locomlx router train`) or keyword (registry hints). "
-                             "Env: LOCOMLX_ROUTER.")(f)
+from locomlx.cli.options import adapters_dir_option, json_option, library_path, router_option
 
 
 def _setup(adapters_dir: str | None, base_model: str | None = None):
-    from locomlx.adapters.library import library_dir
     from locomlx.engine.engine import Engine
     from locomlx.registry import load_registry
 
-    library = library_dir(adapters_dir)
-    registry = load_registry(library)
+    folder = library_path(adapters_dir)
+    registry = load_registry(folder)
     base = base_model or (registry.base_model.id if registry.base_model else None)
-    return library, registry, Engine.load(base)
+    return folder, registry, Engine.load(base)
 
 
 def _progress(done: int, total: int) -> None:
@@ -38,7 +31,7 @@ def _progress(done: int, total: int) -> None:
 @click.argument("query")
 @router_option
 @adapters_dir_option
-@json_option
+@json_option()
 def route(query, router_name, adapters_dir, as_json):
     """Show which adapter the router picks for QUERY, with its confidence and every domain's score.
 
@@ -71,7 +64,7 @@ def router():
 @click.option("--layers", default=8, show_default=True, type=click.IntRange(1),
               help="Base-model blocks run to embed a query (fewer = faster routing).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@json_option
+@json_option()
 def router_train(adapters_dir, per_domain, layers, seed, as_json):
     """Train the embedding router for the current registry; saves LIBRARY/router/embedding.npz.
 
@@ -102,7 +95,7 @@ def router_train(adapters_dir, per_domain, layers, seed, as_json):
 @click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
 @click.option("--no-task", is_flag=True, help="Routing metrics only: skip the task-score (misrouting cost) runs.")
 @click.option("--markdown", "markdown_file", default=None, metavar="FILE", help="Also write the report as Markdown.")
-@json_option
+@json_option()
 def router_eval(router_name, adapters_dir, limit, max_tokens, no_task, markdown_file, as_json):
     """Accuracy, per-domain precision/recall, confusion, abstention, latency and the cost of misrouting.
 
@@ -110,7 +103,7 @@ def router_eval(router_name, adapters_dir, limit, max_tokens, no_task, markdown_
     scores compare answers under the router's choices with oracle routing and the base model.
     """
     from locomlx.eval.run import InferenceConfig
-    from locomlx.router.evaluate import format_report, routing_report, task_scores
+    from locomlx.eval.routing import format_report, routing_report, task_scores
     from locomlx.router.load import load_router
 
     library, registry, engine = _setup(adapters_dir)

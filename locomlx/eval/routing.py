@@ -16,7 +16,7 @@ from typing import Callable
 
 from locomlx.engine.engine import Engine
 from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark, score_answer
-from locomlx.eval.stats import Interval, bootstrap_ci
+from locomlx.scoring.stats import Interval, bootstrap_ci
 from locomlx.prompt import example_messages
 from locomlx.registry import Registry, active_adapters
 from locomlx.router.data import routing_queries

@@ -1,0 +1,93 @@
+"""`locomlx eval` (and scripts/evaluate.py): an adapter against the base model, in and out of domain, or the
+base model alone on a benchmark."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from locomlx.cli.options import (MetricName, adapters_dir_option, base_model_option, boost_options, counter_progress,
+                                 json_option, library_path)
+from locomlx.engine.batching import DEFAULT_BATCH
+from locomlx.errors import LocomlxError
+
+
+@click.command("eval")
+@click.argument("adapter", required=False, metavar="ADAPTER")
+@click.option("--adapter", "adapter_option", default=None, metavar="DIR",
+              help="The adapter, as an option (the contributing guide's form): the same as ADAPTER.")
+@base_model_option
+@click.option("--benchmark", default=None, metavar="FILE", help="Benchmark JSONL [ADAPTER/eval/benchmark.jsonl].")
+@click.option("--metric", default=None, type=MetricName(), help="Override the benchmark's metric.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Score only the first N examples.")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
+@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1), help="Answers generated together.")
+@adapters_dir_option
+@click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
+@click.option("--ood-limit", default=None, type=click.IntRange(1),
+              help="Score only the first N examples of each out-of-domain benchmark [all].")
+@click.option("--output", default=None, metavar="FILE",
+              help="Also write the results JSON here (an adapter's results.json, or the base model's scores).")
+@boost_options
+@json_option("results.json instead of the report")
+def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir,
+                 no_ood, ood_limit, output, reread, votes, vote_temperature, ensemble, as_json):
+    """Evaluate an adapter against the base model; exit code 0 = PASS, 2 = FAIL.
+
+    Runs adapter and base (greedy, batched) on the adapter's benchmark, then
+    on every other benchmark in the adapter library (out of domain), and
+    reports scores with 95% bootstrap intervals, the improvement, a paired
+    significance test (McNemar / paired bootstrap) and the verdict: PASS needs
+    a significant in-domain gain and no benchmark more than 5 points below
+    the base. Writes ADAPTER/eval/{results,base_results,ood_results}.json and
+    outputs.jsonl. Without ADAPTER, scores the base model on --benchmark.
+
+    With --reread, --votes or --ensemble, adapter and base are both run with
+    the enhancement (an ensemble applies to the adapter) and the files go to
+    ADAPTER/eval/enhanced/<enhancements>/, leaving the plain results.json alone.
+
+    \b
+    Examples:
+      locomlx eval adapters/sentiment
+      locomlx eval adapters/sentiment --limit 50 --no-ood
+      locomlx eval --benchmark data/benchmark.jsonl          # base model only
+      locomlx eval adapters/math --reread --votes 9 --vote-temperature 0.7
+    """
+    from locomlx.adapters.library import find_adapter
+    from locomlx.atomic import write_json_atomic
+    from locomlx.eval.evaluate import evaluate_adapter, evaluate_base, format_report
+    from locomlx.eval.run import InferenceConfig
+
+    if adapter and adapter_option and adapter != adapter_option:
+        raise LocomlxError(f"Two adapters given ({adapter} and --adapter {adapter_option}); give one.")
+    adapter = adapter or adapter_option
+    inference = InferenceConfig(max_tokens=max_tokens, limit=limit, batch_size=batch_size, reread=reread, votes=votes,
+                                vote_temperature=vote_temperature)
+    show = counter_progress()
+    if adapter is None:
+        if not benchmark:
+            raise LocomlxError("Give an ADAPTER, or --benchmark FILE to score the base model alone.")
+        if ensemble:
+            raise LocomlxError("--ensemble votes among the adapters of ADAPTER's domain; give an ADAPTER.")
+        record = evaluate_base(base_model, benchmark, metric, inference,
+                               lambda done, total: show(f"base on {benchmark}", done, total))
+        if output:
+            write_json_atomic(Path(output), record)
+        if as_json:
+            click.echo(json.dumps(record, indent=2))
+        else:
+            ci = record["ci"]
+            click.echo(f"base on {benchmark}: {record['metric']} {record['score']:.3f} 95% CI [{ci['low']:.3f}, "
+                       f"{ci['high']:.3f}] ({record['n_examples']} examples, {record['seconds']:.0f} s)")
+        return
+    folder = library_path(adapters_dir)
+    evaluation = evaluate_adapter(find_adapter(adapter, folder), folder, base_model, benchmark, metric, inference,
+                                  ood=not no_ood, on_progress=show, ensemble=ensemble, ood_limit=ood_limit)
+    written = evaluation.output_dir / "results.json"
+    if output and Path(output).resolve() != written.resolve():
+        write_json_atomic(Path(output), evaluation.results)
+    click.echo(json.dumps(evaluation.results, indent=2) if as_json else format_report(evaluation))
+    sys.exit(0 if evaluation.results["passed"] else 2)
