@@ -13,6 +13,7 @@ chat: setup
 	@$(VENV)/bin/locomlx chat "$(Q)"
 
 test: setup
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 	$(VENV)/bin/locomlx registry validate
 

@@ -71,8 +71,8 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
 
     def decode_seconds() -> float:
         stats = DecodeStats()
-        steps = decode(model, tokens[:16].tolist(), max_tokens=settings.decode_tokens + 1, sampler=lambda x: mx.argmax(x, -1),
-                       stop_tokens=(), decoder=engine.decoder, stats=stats)
+        steps = decode(model, tokens[:16].tolist(), max_tokens=settings.decode_tokens + 1,
+                       sampler=lambda x: mx.argmax(x, -1), stop_tokens=(), decoder=engine.decoder, stats=stats)
         with mx.stream(compute_stream()):
             for _ in steps:
                 pass
@@ -285,11 +285,13 @@ def format_report(results: dict) -> str:
     ]
     inference = results["inference"]
     for key, r in inference.items():
-        lines.append(f"  {PATHS[key]['label']:48s} {r['prefill_tps']:14.1f} {r['decode_tps']:13.1f} {r['peak_memory_mb']:9.0f}")
+        lines.append(f"  {PATHS[key]['label']:48s} {r['prefill_tps']:14.1f} {r['decode_tps']:13.1f} "
+                     f"{r['peak_memory_mb']:9.0f}")
     d = inference["default"]
     for key in [k for k in inference if k != "default"]:
         r = inference[key]
-        lines.append(f"  default / {key:37s} {d['prefill_tps'] / r['prefill_tps']:13.2f}x {d['decode_tps'] / r['decode_tps']:12.2f}x "
+        lines.append(f"  default / {key:37s} {d['prefill_tps'] / r['prefill_tps']:13.2f}x "
+                     f"{d['decode_tps'] / r['decode_tps']:12.2f}x "
                      f"{d['peak_memory_mb'] / r['peak_memory_mb']:8.2f}x")
     if "transformers" not in inference:
         lines.append("  (transformers: install the optional extra `pip install -e .[torch]` to compare)")

@@ -29,5 +29,6 @@ def keep_freed_memory() -> bool:
         if sys.platform.startswith("linux"):
             mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
             if mallopt is not None:
-                _applied = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+                _applied = (bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+                            and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)))
     return _applied

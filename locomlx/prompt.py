@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from locomlx.errors import LocomlxError
 
-
 REREAD = "Read the question again: "
 
 

@@ -11,11 +11,11 @@ elements (an attention score matrix of 9 heads x 512 x 512).
 
 import time
 
-import locomlx  # first: the CBLAS preload, as in every locomlx process
 import mlx.core as mx
 import numpy as np
 from mlx_lm.models.activations import swiglu
 
+import locomlx  # first: the CBLAS preload, as in every locomlx process
 from locomlx.models import cpu_kernels
 
 N = 9 * 512 * 512
@@ -43,7 +43,8 @@ def main() -> None:
         "mlx multiply-add": per_element_ns(lambda a: mx.eval(a * 2 + 1), x),
         "locomlx exp (one stream)": per_element_ns(lambda a: mx.eval(cpu_kernels._exp(a)), x),
         "locomlx softmax (rows of 512)": per_element_ns(lambda a: mx.eval(cpu_kernels.softmax(a.reshape(-1, 512))), x),
-        "locomlx swiglu": per_element_ns(lambda a: mx.eval(cpu_kernels.swiglu(a.reshape(-1, 512), a.reshape(-1, 512))), x),
+        "locomlx swiglu": per_element_ns(
+            lambda a: mx.eval(cpu_kernels.swiglu(a.reshape(-1, 512), a.reshape(-1, 512))), x),
         "numpy exp": per_element_ns(np.exp, x_np),
     }
     for name, ns in rows.items():
@@ -54,7 +55,8 @@ def main() -> None:
     for name, fn in (("mlx exp", mx.exp), ("locomlx exp", cpu_kernels._exp)):
         error = np.max(np.abs(np.array(fn(mx.array(grid))).astype(np.float64) - exact) / exact)
         print(f"{name} max relative error on [{cpu_kernels.EXP_MIN:g}, {cpu_kernels.EXP_MAX:g}]: {error:.1e}")
-    print(f"locomlx / mlx: softmax {rows['mlx softmax (rows of 512)'] / rows['locomlx softmax (rows of 512)']:.1f}x faster, "
+    print(f"locomlx / mlx: softmax "
+          f"{rows['mlx softmax (rows of 512)'] / rows['locomlx softmax (rows of 512)']:.1f}x faster, "
           f"swiglu {rows['mlx-lm swiglu'] / rows['locomlx swiglu']:.1f}x faster")
     a = mx.random.normal((512, 576))
     w = mx.random.normal((1536, 576))

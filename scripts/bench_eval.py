@@ -41,7 +41,8 @@ def run_locomlx(settings: dict) -> dict:
     batched = engine.generate_batch(conversations, max_tokens=settings["max_tokens"], batch_size=settings["batch_size"])
     shared_prefix_threshold = prefix.MIN_SHARED_TOKENS
     prefix.MIN_SHARED_TOKENS = sys.maxsize  # the same batches with every row prefilled in full
-    unshared = engine.generate_batch(conversations, max_tokens=settings["max_tokens"], batch_size=settings["batch_size"])
+    unshared = engine.generate_batch(conversations, max_tokens=settings["max_tokens"],
+                                     batch_size=settings["batch_size"])
     prefix.MIN_SHARED_TOKENS = shared_prefix_threshold
     start = time.perf_counter()
     singles = [engine.generate(c, max_tokens=settings["max_tokens"]) for c in conversations]
@@ -116,8 +117,8 @@ def main() -> None:
 
     ours = tps(results["locomlx"]["batched"])
     single = tps(results["locomlx"]["one_at_a_time"])
-    print(f"Greedy answers to {args.prompts} prompts, up to {args.max_tokens} tokens each, batches of {args.batch_size}, "
-          "SmolLM2-135M")
+    print(f"Greedy answers to {args.prompts} prompts, up to {args.max_tokens} tokens each, "
+          f"batches of {args.batch_size}, SmolLM2-135M")
     unshared = tps(results["locomlx"]["batched_unshared_prefix"])
     print(f"  locomlx batched        {ours:7.1f} tokens/s")
     print(f"  ... prefix not shared  {unshared:7.1f} tokens/s   shared / not shared = {ours / unshared:.2f}x")

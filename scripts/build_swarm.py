@@ -18,9 +18,9 @@ import argparse
 import importlib
 import json
 import shutil
-from collections import Counter
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,9 +51,10 @@ SWARM = (
                ("spam: 2", "e-mail", "email", "subject", "unsubscribe", "click here")),
     Specialist("summary-xsum", "summary", "xsum_summary", "One-sentence summaries of news articles",
                ("summarize", "summary", "news article", "in one sentence")),
-    # With 50 replayed questions per domain it lost 0.12 on spam (answering e-mails with a number), so it
-    # replays twice as many; one epoch then left no significant gain (+0.03), so it trains for three.
-    Specialist("math-chainsum", "math", "chain_sum_math", "Sums and differences of small integers; replies with the number",
+    # Twice the replayed questions per domain (with 50 it loses 0.12 on spam, answering e-mails with a number)
+    # and three epochs (with one, its gain, +0.03, is not significant).
+    Specialist("math-chainsum", "math", "chain_sum_math",
+               "Sums and differences of small integers; replies with the number",
                ("arithmetic", "plus", "minus", "sum", "add", "subtract", "calculate"),
                train_flags=("--replay-per-file", "100", "--epochs", "3")),
     # Last semester's smaller sentiment adapter: a second adapter in one domain (leaderboard, ensembles, history).
@@ -87,7 +88,8 @@ def replay_files(spec: Specialist) -> list[str]:
     firsts = {}
     for other in SWARM:
         firsts.setdefault(other.domain, other)
-    return [str(ROOT / "data" / other.name / "train.jsonl") for domain, other in firsts.items() if domain != spec.domain]
+    return [str(ROOT / "data" / other.name / "train.jsonl")
+            for domain, other in firsts.items() if domain != spec.domain]
 
 
 def build(spec: Specialist, train: list[dict], benchmark: list[dict], retrain: bool) -> None:

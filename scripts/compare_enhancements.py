@@ -21,10 +21,10 @@ from dataclasses import asdict
 
 import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
-from locomlx.eval.compare import CompareSettings, compare_enhancements, format_table
 from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
+from locomlx.eval.compare import CompareSettings, compare_enhancements, format_table
 from locomlx.registry import load_registry
 
 

@@ -24,13 +24,13 @@ from pathlib import Path
 import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
 from locomlx.engine.engine import Engine, peak_memory_mb
+from locomlx.eval.routing import routing_report, task_scores
 from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
-from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 from locomlx.prompt import example_messages
 from locomlx.provenance import hardware
 from locomlx.registry import active_adapters, load_registry
-from locomlx.eval.routing import routing_report, task_scores
 from locomlx.router.load import load_router
+from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,8 +77,10 @@ def main() -> None:
     inference = InferenceConfig(max_tokens=args.max_tokens, limit=args.limit)
     rows = task_scores(engine, registry, library, decisions, inference,
                        on_progress=lambda m: print(m, flush=True))
-    enhanced_inference = replace(inference, reread=args.reread, votes=args.votes, vote_temperature=args.vote_temperature)
-    enhancement = ", ".join(filter(None, ["RE2" if args.reread else "", f"{args.votes} votes" if args.votes > 1 else ""]))
+    enhanced_inference = replace(inference, reread=args.reread, votes=args.votes,
+                                 vote_temperature=args.vote_temperature)
+    enhancement = ", ".join(filter(None, ["RE2" if args.reread else "",
+                                          f"{args.votes} votes" if args.votes > 1 else ""]))
     for row in rows:
         # (d): where the router chose this domain's adapter, its enhanced answer; elsewhere the plain routed one.
         name = active_adapters(registry).get(row.domain)
@@ -121,11 +123,14 @@ def main() -> None:
         "seconds": time.perf_counter() - started,
     }
     lines = [
-        f"Union of {facts['examples']} benchmark examples ({', '.join(f'{d}: {m}' for d, m in facts['metrics'].items())}), "
-        f"greedy, at most {args.max_tokens} tokens per answer, SmolLM2-135M-Instruct (4-bit GGUF, computed in float32).",
+        f"Union of {facts['examples']} benchmark examples "
+        f"({', '.join(f'{d}: {m}' for d, m in facts['metrics'].items())}), "
+        f"greedy, at most {args.max_tokens} tokens per answer, "
+        "SmolLM2-135M-Instruct (4-bit GGUF, computed in float32).",
         "", *table, "",
         f"Routing accuracy {routing.accuracy:.3f} on {routing.n_queries} held-out queries ({router.name} router, "
-        f"median {routing.latency_ms_median:.1f} ms per query) · end-to-end latency per query {facts['latency_seconds_mean']:.2f} s "
+        f"median {routing.latency_ms_median:.1f} ms per query) · "
+        f"end-to-end latency per query {facts['latency_seconds_mean']:.2f} s "
         f"mean, {facts['latency_seconds_p95']:.2f} s p95 · peak memory {facts['peak_memory_mb']:.0f} MB · "
         f"adapter switch {facts['adapter_switch_us']:.2f} µs · {facts['hardware']}",
     ]

@@ -2,10 +2,9 @@
 
 import os
 
-import locomlx  # noqa: F401  (first: preloads the fast CBLAS before anything imports mlx.core)
-
 import pytest
 
+import locomlx  # noqa: F401  (first: preloads the fast CBLAS before anything imports mlx.core)
 from tests import tiny
 
 

@@ -2,15 +2,15 @@
 
 import pytest
 
-from locomlx.scoring.metrics import answer_key
-from locomlx.scoring.doctests import count_passed, visible_tests
 from locomlx.boost.voting import Sample, majority_vote
 from locomlx.data.records import Example
 from locomlx.engine.compose import composition_name, parse_composition
 from locomlx.errors import LocomlxError
-from locomlx.scoring.text import normalise_number, normalise_text
-from locomlx.eval.run import InferenceConfig, score_answer
+from locomlx.eval.run import InferenceConfig
 from locomlx.prompt import REREAD, example_messages, render_prompt, user_turn
+from locomlx.scoring.doctests import count_passed, visible_tests
+from locomlx.scoring.metrics import answer_key, score_answer
+from locomlx.scoring.text import normalise_number, normalise_text
 
 
 def _samples(*rows):

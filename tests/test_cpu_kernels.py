@@ -81,7 +81,8 @@ def test_other_dtypes_and_attention_sinks_go_to_the_fallback():
 def test_installed_model_matches_mlx_kernels_and_install_is_idempotent(tiny_model, monkeypatch):
     base = load_base(resolve_model(str(tiny_model)), "float32")  # installs on the CPU
     module = __import__(type(base.model).__module__, fromlist=["swiglu"])
-    assert hasattr(module.swiglu, "locomlx_fallback") and hasattr(module.scaled_dot_product_attention, "locomlx_fallback")
+    assert hasattr(module.swiglu, "locomlx_fallback")
+    assert hasattr(module.scaled_dot_product_attention, "locomlx_fallback")
     tokens = mx.array([[5, 17, 42, 99, 7, 3, 60, 8, 21, 33]])
     fast = base.model(tokens)
     wrapped = module.swiglu, module.scaled_dot_product_attention

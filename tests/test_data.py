@@ -16,7 +16,7 @@ def _messages(report):
 
 def _write(tmp_path, lines, name="train.jsonl"):
     path = tmp_path / name
-    path.write_bytes(b"\n".join(l if isinstance(l, bytes) else l.encode() for l in lines) + b"\n")
+    path.write_bytes(b"\n".join(line if isinstance(line, bytes) else line.encode() for line in lines) + b"\n")
     return path
 
 

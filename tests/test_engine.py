@@ -19,7 +19,8 @@ def _logits(model, tokens=TOKENS):
 def adapters(tiny_model, tmp_path_factory):
     root = tmp_path_factory.mktemp("adapters")
     return {
-        "r4": tiny.make_adapter(root / "r4", tiny_model, rank=4, scale=2.0, seed=1, weights_file="adapters.safetensors"),
+        "r4": tiny.make_adapter(root / "r4", tiny_model, rank=4, scale=2.0, seed=1,
+                                weights_file="adapters.safetensors"),
         "r16": tiny.make_adapter(root / "r16", tiny_model, rank=16, scale=0.5, seed=2, num_layers=1,
                                  keys=("self_attn.q_proj", "mlp.down_proj", "mlp.up_proj"),
                                  weights_file="adapters.safetensors"),
@@ -118,7 +119,8 @@ def test_wrong_shapes_are_refused_and_engine_unchanged(engine, tmp_path):
     (other / "config.json").write_text(json.dumps(config))
     bad = tiny.make_adapter(tmp_path / "bad", other, rank=4, keys=("self_attn.q_proj", "mlp.down_proj"))
     before = _logits(engine.model)
-    with pytest.raises(LocomlxError, match=r"mlp.down_proj' has LoRA shapes \(96, 4\).*trained for a different base model"):
+    with pytest.raises(LocomlxError,
+                       match=r"mlp.down_proj' has LoRA shapes \(96, 4\).*trained for a different base model"):
         engine.load_adapter(bad)
     assert engine.adapters == {}
     np.testing.assert_allclose(_logits(engine.model), before)

@@ -9,9 +9,10 @@ from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.evaluate import evaluate_adapter
-from locomlx.scoring.results import SCHEMA, validate_results
-from locomlx.eval.run import InferenceConfig, choose_metric, load_benchmark, run_benchmark
+from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
 from locomlx.prompt import example_messages
+from locomlx.scoring.metrics import choose_metric
+from locomlx.scoring.results import SCHEMA, validate_results
 from tests import tiny
 
 
@@ -83,7 +84,8 @@ def test_answer_cache_extends_a_prefix_and_covers_adapters(engine, library, monk
 
 def test_metric_choice_rules(tmp_path):
     rows = tiny.sentiment_examples(4, 0)
-    mixed = tiny.write_jsonl(tmp_path / "mixed.jsonl", [dict(rows[0], metric="rouge_l"), dict(rows[1], metric="choice")])
+    mixed = tiny.write_jsonl(tmp_path / "mixed.jsonl",
+                             [dict(rows[0], metric="rouge_l"), dict(rows[1], metric="choice")])
     with pytest.raises(LocomlxError, match="mixes metrics"):
         choose_metric(load_benchmark(mixed), None)
     assert choose_metric(load_benchmark(mixed), "exact_match") == "exact_match"
@@ -154,7 +156,7 @@ def test_cli_scores_the_base_model_alone(tiny_model, library):
 def test_pass_at_1_scores_code_in_the_sandbox(engine, tmp_path):
     """A benchmark whose reference passes its tests, scored on a stub model answer through the real path."""
     from locomlx.data.records import Example
-    from locomlx.eval.run import score_answer
+    from locomlx.scoring.metrics import score_answer
 
     example = Example(1, "Complete the function.", "def add(a, b):\n", "    return a + b\n",
                       {"tests": "assert add(2, 3) == 5\n", "metric": "pass@1"})
@@ -176,7 +178,8 @@ def test_judge_grades_k_times_and_reports_the_spread(engine, tmp_path):
 
 
 def test_judge_metric_end_to_end(tiny_model, tmp_path):
-    bench = tiny.write_jsonl(tmp_path / "judged.jsonl", [dict(r, metric="judge") for r in tiny.sentiment_examples(4, 0)])
+    bench = tiny.write_jsonl(tmp_path / "judged.jsonl",
+                             [dict(r, metric="judge") for r in tiny.sentiment_examples(4, 0)])
     run = run_benchmark(Engine.load(str(tiny_model), "float32"), bench, None, None, InferenceConfig(max_tokens=3))
     assert run.metric == "judge" and len(run.judge_pass_scores) == 3
     assert run.score == pytest.approx(sum(run.judge_pass_scores) / 3)

@@ -42,7 +42,8 @@ def test_default_cpu_path_is_float32(real_engine):
 
 
 def test_cli_one_shot_on_real_model(real_model):
-    result = CliRunner().invoke(main, ["chat", "--adapter", "none", "--max-tokens", "24", "What is the capital of France?"])
+    result = CliRunner().invoke(main, ["chat", "--adapter", "none", "--max-tokens", "24",
+                                       "What is the capital of France?"])
     assert result.exit_code == 0, result.output
     assert "Paris" in result.output
     assert result.output.strip().splitlines()[-1].startswith("[adapter: none (base model)")
@@ -63,7 +64,8 @@ def test_training_a_real_adapter_changes_behaviour_on_held_out_examples(real_mod
                      output=words[r["output"]]) for r in rows]
 
     train_file = tiny.write_jsonl(tmp_path / "data" / "train.jsonl", relabel(tiny.sentiment_examples(520, 1)))
-    bench_file = tiny.write_jsonl(tmp_path / "data" / "benchmark.jsonl", relabel(tiny.sentiment_examples(60, 1, skip=700)))
+    bench_file = tiny.write_jsonl(tmp_path / "data" / "benchmark.jsonl",
+                                  relabel(tiny.sentiment_examples(60, 1, skip=700)))
     geography = [{"instruction": f"What is the capital of {country}?", "input": "", "output": city}
                  for country, city in [("France", "Paris"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Spain", "Madrid"),
                                        ("Germany", "Berlin")] * 10]

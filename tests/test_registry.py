@@ -11,9 +11,22 @@ import pytest
 
 from locomlx.errors import LocomlxError
 from locomlx.registry import active_adapters, load_registry, record_scores, registry_hash
-from locomlx.registry.schema import (ADAPTER_FIELDS, BASE_FIELDS, HISTORY_FIELDS, ROUTER_FIELDS, SCORE_FIELDS,
-                                     AdapterEntry, BaseModelInfo, HistoryRecord, RouterHints, Scores,
-                                     current_academic_year, current_semester, format_registry, parse_registry)
+from locomlx.registry.schema import (
+    ADAPTER_FIELDS,
+    BASE_FIELDS,
+    HISTORY_FIELDS,
+    ROUTER_FIELDS,
+    SCORE_FIELDS,
+    AdapterEntry,
+    BaseModelInfo,
+    HistoryRecord,
+    RouterHints,
+    Scores,
+    current_academic_year,
+    current_semester,
+    format_registry,
+    parse_registry,
+)
 from locomlx.registry.store import edit_registry, registry_path, save_registry
 from tests.test_registry_fixtures import fake_results
 
@@ -115,8 +128,8 @@ BAD = [
     ("benchmark: sentiment-rt/", "benchmark: /etc/", 18, "adapters.sentiment-rt.benchmark", "relative path"),
     ("    source: cohort/math-v2   # not installed yet\n", "    active: true\n    source: x/y\n", 23,
      "adapters.math-v2.active", "must be installed"),
-    ("    domain: math\n", "    domain: sentiment\n    path: math-v2\n    active: true\n", 24, "adapters.math-v2.active",
-     "already active in domain 'sentiment'"),
+    ("    domain: math\n", "    domain: sentiment\n    path: math-v2\n    active: true\n", 24,
+     "adapters.math-v2.active", "already active in domain 'sentiment'"),
     ("  math-v2:", "  sentiment-rt:", 20, "adapters.sentiment-rt", "appears twice (first at line 9)"),
     ("  file_sha256: b179", "  file_sha256: B179", 6, "base_model.file_sha256", "wrong format"),
     ("  file_sha256: b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53\n", "", 3,

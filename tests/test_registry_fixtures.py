@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from locomlx.scoring.bar import within_ood_bar
 from locomlx.provenance import file_sha256
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.refresh import init_registry
+from locomlx.scoring.bar import within_ood_bar
 from tests import tiny
 
 
@@ -28,7 +28,8 @@ def fake_results(name: str, benchmark: Path, adapter_score=0.8, base_model_score
         "adapter_ci95": [adapter_score - 0.1, adapter_score + 0.1],
         "base_model_ci95": [base_model_score - 0.1, base_model_score + 0.1],
         "p_value": p_value, "significant": p_value < 0.05 and improvement > 0, "ood": [],
-        "ood_degradation": ood_degradation, "passed": p_value < 0.05 and improvement > 0 and within_ood_bar(ood_degradation),
+        "ood_degradation": ood_degradation,
+        "passed": p_value < 0.05 and improvement > 0 and within_ood_bar(ood_degradation),
         "judge_sd": None, "inference": {"max_tokens": 8}, "hardware": "test", "locomlx_version": "0.1.0",
         "duration_seconds": 1.0, "timestamp": "2026-11-22T10:00:00+00:00",
     }

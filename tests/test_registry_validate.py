@@ -156,7 +156,8 @@ def test_cli_exit_codes_and_json(two):
     shutil.rmtree(two / "beta")
     bad = runner.invoke(main, ["registry", "validate", "--adapters-dir", str(two)])
     assert bad.exit_code == 1
-    assert f"{registry_path(two)}:" in bad.output and "field 'adapters.beta.path'" in bad.output and "FAIL" in bad.output
+    assert f"{registry_path(two)}:" in bad.output and "field 'adapters.beta.path'" in bad.output
+    assert "FAIL" in bad.output
     as_json = runner.invoke(main, ["registry", "validate", "--adapters-dir", str(two), "--json"])
     report = json.loads(as_json.output)
     assert as_json.exit_code == 1 and report["errors"] == 1 and report["problems"][0]["field"] == "adapters.beta.path"
@@ -177,4 +178,5 @@ def test_a_base_model_that_cannot_be_resolved(two, tmp_path):
     with edit_registry(two) as registry:
         registry.base_model.id = str(tmp_path / "gone.gguf")
     problem = only_error(two)
-    assert problem.field == "base_model.id" and "cannot be resolved" in problem.message and "does not exist" in problem.message
+    assert problem.field == "base_model.id"
+    assert "cannot be resolved" in problem.message and "does not exist" in problem.message

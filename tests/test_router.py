@@ -8,19 +8,18 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from locomlx.session import GenerationSettings, Session
 from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
+from locomlx.eval.routing import routing_report
 from locomlx.registry import load_registry
-from locomlx.router.classifier import (choose_threshold, expected_calibration_error, fit_logistic,
-                                       predict_with_fallback)
+from locomlx.router.classifier import choose_threshold, expected_calibration_error, fit_logistic, predict_with_fallback
 from locomlx.router.data import routing_queries
 from locomlx.router.decision import GENERAL
 from locomlx.router.embedding import load_embedding_router, save_router, train_embedding_router
-from locomlx.eval.routing import routing_report
 from locomlx.router.keyword import KeywordRouter, parse_keyword
 from locomlx.router.load import load_router
+from locomlx.session import GenerationSettings, Session
 from tests import tiny
 from tests.test_registry_fixtures import add_adapter, fake_results, new_library
 

@@ -6,11 +6,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from locomlx.session import GenerationSettings, Session
 from locomlx.cli import main
+from locomlx.eval.routing import routing_report
 from locomlx.registry import active_adapters, load_registry
 from locomlx.router.embedding import load_embedding_router
-from locomlx.eval.routing import routing_report
+from locomlx.session import GenerationSettings, Session
 
 pytestmark = pytest.mark.real
 LIBRARY = Path(__file__).resolve().parents[1] / "adapters"

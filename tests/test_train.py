@@ -165,8 +165,9 @@ def test_answer_loss_equals_full_logits_reference(tiny_model):
 
 
 def _other_task(n: int, start: int = 0) -> list[dict]:
-    return [{"instruction": "Add the numbers. Reply with the number only.", "input": f"{i} plus {i + 3} and then some {i}",
-             "output": str(2 * i + 3)} for i in range(start, start + n)]
+    return [{"instruction": "Add the numbers. Reply with the number only.",
+             "input": f"{i} plus {i + 3} and then some {i}", "output": str(2 * i + 3)}
+            for i in range(start, start + n)]
 
 
 def test_replay_trains_on_the_base_models_own_answers(tiny_model, data, tmp_path):
@@ -202,7 +203,9 @@ def test_replay_questions_skip_own_and_leaking_rows_and_cached_answers_are_reuse
     first = base_answers(engine, questions[:4], 5)
     calls = []
     original = engine.generate_batch
-    engine.generate_batch = lambda conversations, *args, **kw: calls.append(len(conversations)) or original(conversations, *args, **kw)
+    engine.generate_batch = (
+        lambda conversations, *args, **kw: calls.append(len(conversations)) or original(conversations, *args, **kw)
+    )
     again = base_answers(engine, questions[:6], 5)
     assert calls == [2] and again[:4] == first  # only the two new questions were generated
 

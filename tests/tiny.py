@@ -16,7 +16,8 @@ import numpy as np
 from mlx.utils import tree_flatten
 
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n'}}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
@@ -93,7 +94,8 @@ def build_model(out_dir: Path, seed: int = 0, quantize_bits: int | None = None) 
     return out_dir
 
 
-def make_adapter(out_dir: Path, model_dir: Path, rank: int, scale: float = 2.0, keys=("self_attn.q_proj", "self_attn.v_proj"),
+def make_adapter(out_dir: Path, model_dir: Path, rank: int, scale: float = 2.0,
+                 keys=("self_attn.q_proj", "self_attn.v_proj"),
                  num_layers: int | None = None, layout: str = "mlx", seed: int = 1,
                  weights_file: str = "adapter_model.safetensors") -> Path:
     """Write a LoRA adapter with random non-zero a and b for the model at `model_dir`."""

@@ -66,7 +66,8 @@ def _config_scale(config: dict, config_path: Path) -> tuple[str, float]:
     if "lora_parameters" in config:
         fine_tune_type = config.get("fine_tune_type", "lora")
         if fine_tune_type != "lora":
-            raise LocomlxError(f"{config_path}: fine_tune_type '{fine_tune_type}' is not supported; only 'lora' adapters can stay resident.")
+            raise LocomlxError(f"{config_path}: fine_tune_type '{fine_tune_type}' is not supported; "
+                               "only 'lora' adapters can stay resident.")
         params = config["lora_parameters"]
         if "scale" not in params:
             raise LocomlxError(f"{config_path}: lora_parameters has no 'scale' (mlx-lm uses scale, not alpha); add it.")
@@ -79,7 +80,8 @@ def _config_scale(config: dict, config_path: Path) -> tuple[str, float]:
     )
 
 
-def _pair_tensors(tensors: dict[str, mx.array], layout: str, weights_path: Path) -> dict[str, tuple[mx.array, mx.array]]:
+def _pair_tensors(tensors: dict[str, mx.array], layout: str,
+                  weights_path: Path) -> dict[str, tuple[mx.array, mx.array]]:
     suffix_a, suffix_b = (".lora_a", ".lora_b") if layout == "mlx" else (".lora_A.weight", ".lora_B.weight")
     layers = {}
     for key, a in tensors.items():
@@ -88,7 +90,8 @@ def _pair_tensors(tensors: dict[str, mx.array], layout: str, weights_path: Path)
         module = key[: -len(suffix_a)]
         b = tensors.get(module + suffix_b)
         if b is None:
-            raise LocomlxError(f"{weights_path}: '{key}' has no matching '{module + suffix_b}'; the file is incomplete.")
+            raise LocomlxError(f"{weights_path}: '{key}' has no matching '{module + suffix_b}'; "
+                               "the file is incomplete.")
         if layout == "peft":
             a, b = a.T, b.T
             module = module.removeprefix("base_model.model.")
@@ -111,6 +114,7 @@ def read_adapter(path: str | Path, name: str | None = None) -> AdapterFile:
     try:
         tensors = mx.load(str(weights_path))
     except Exception as exc:
-        raise LocomlxError(f"Cannot read {weights_path}: {exc}. The file is corrupt; retrain or re-download the adapter.") from exc
+        raise LocomlxError(f"Cannot read {weights_path}: {exc}. The file is corrupt; "
+                           "retrain or re-download the adapter.") from exc
     layers = _pair_tensors(tensors, layout, weights_path)
     return AdapterFile(name or path.name, path, scale, layers, config)

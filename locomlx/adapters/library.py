@@ -29,4 +29,5 @@ def find_adapter(name_or_path: str, library: Path) -> Path:
         return in_library
     known = list_adapters(library)
     listing = f"available in {library}: {', '.join(known)}" if known else f"the library {library} has none"
-    raise LocomlxError(f"No adapter '{name_or_path}' ({listing}). Give a library name or a path to an adapter directory.")
+    raise LocomlxError(f"No adapter '{name_or_path}' ({listing}). "
+                       "Give a library name or a path to an adapter directory.")

@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from locomlx.scoring.metrics import answer_key
 from locomlx.boost.voting import Sample, Vote, majority_vote
 from locomlx.engine.engine import BatchGeneration, Engine, Generation, peak_memory_mb
 from locomlx.errors import LocomlxError
+from locomlx.scoring.metrics import answer_key
 
 
 @dataclass

@@ -11,9 +11,11 @@ from locomlx.cli.options import base_model_option, json_option
 
 @click.command()
 @base_model_option
-@click.option("--prompt-tokens", default=512, show_default=True, type=click.IntRange(1), help="Prompt length for prefill.")
+@click.option("--prompt-tokens", default=512, show_default=True, type=click.IntRange(1),
+              help="Prompt length for prefill.")
 @click.option("--decode-tokens", default=128, show_default=True, type=click.IntRange(1), help="Tokens to decode.")
-@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1), help="Timed repeats per figure (median).")
+@click.option("--repeats", default=3, show_default=True, type=click.IntRange(1),
+              help="Timed repeats per figure (median).")
 @json_option("the raw results")
 def bench(base_model, prompt_tokens, decode_tokens, repeats, as_json):
     """Measure adapter switching and inference speed, each against a peer in the same run.

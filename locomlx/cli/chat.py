@@ -6,8 +6,16 @@ import json
 
 import click
 
-from locomlx.cli.options import (adapters_dir_option, announce_conversion, base_model_option, boost_options,
-                                 compute_dtype_option, json_option, library_path, router_option)
+from locomlx.cli.options import (
+    adapters_dir_option,
+    announce_conversion,
+    base_model_option,
+    boost_options,
+    compute_dtype_option,
+    json_option,
+    library_path,
+    router_option,
+)
 from locomlx.errors import LocomlxError
 
 HELP = """Commands:
@@ -77,8 +85,10 @@ def slash_command(session, line: str) -> str | None:
               help="Adapter to answer with: a library name or path, none (base model) or auto (router); "
                    "a+b or a:0.7+b:0.3 answers with a weighted sum of adapters (a+b averages them).")
 @adapters_dir_option
-@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens to generate per answer.")
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0), help="0 = greedy (deterministic).")
+@click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1),
+              help="Most tokens to generate per answer.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0),
+              help="0 = greedy (deterministic).")
 @click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0, 1), help="Nucleus sampling cut-off.")
 @click.option("--seed", type=int, default=None, help="Random seed for sampled answers.")
 @compute_dtype_option()

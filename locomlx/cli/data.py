@@ -30,7 +30,8 @@ def data():
 @click.option("--no-length-check", is_flag=True, help="Skip token counting (no base model needed).")
 @click.option("--allow-small", is_flag=True, help="Too few examples is a warning instead of an error.")
 @json_option("the findings")
-def data_check(files, kind, benchmarks, adapters_dir, base_model, max_seq_length, no_length_check, allow_small, as_json):
+def data_check(files, kind, benchmarks, adapters_dir, base_model, max_seq_length, no_length_check, allow_small,
+               as_json):
     """Validate JSONL files of {"instruction", "input", "output"} examples.
 
     Reports, with file and line: invalid JSON, missing/extra/non-string fields,

@@ -9,8 +9,15 @@ from pathlib import Path
 
 import click
 
-from locomlx.cli.options import (MetricName, adapters_dir_option, base_model_option, boost_options, counter_progress,
-                                 json_option, library_path)
+from locomlx.cli.options import (
+    MetricName,
+    adapters_dir_option,
+    base_model_option,
+    boost_options,
+    counter_progress,
+    json_option,
+    library_path,
+)
 from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.errors import LocomlxError
 
@@ -24,7 +31,8 @@ from locomlx.errors import LocomlxError
 @click.option("--metric", default=None, type=MetricName(), help="Override the benchmark's metric.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Score only the first N examples.")
 @click.option("--max-tokens", default=256, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
-@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1), help="Answers generated together.")
+@click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1),
+              help="Answers generated together.")
 @adapters_dir_option
 @click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
 @click.option("--ood-limit", default=None, type=click.IntRange(1),

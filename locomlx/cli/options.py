@@ -54,7 +54,8 @@ def router_option(f):
 def boost_options(f):
     """The inference enhancements, named alike in chat and eval (locomlx/boost)."""
     for option in reversed([
-        click.option("--reread", is_flag=True, help="RE2: state the question twice (\"Read the question again: ...\")."),
+        click.option("--reread", is_flag=True,
+                     help="RE2: state the question twice (\"Read the question again: ...\")."),
         click.option("--votes", default=1, show_default=True, type=click.IntRange(1), metavar="N",
                      help="Self-consistency: N sampled answers in one batch, majority vote on the extracted answer."),
         click.option("--vote-temperature", default=0.7, show_default=True, type=click.FloatRange(0), metavar="T",

@@ -15,7 +15,6 @@ import yaml
 from locomlx.cli.options import adapters_dir_option, echo_json, json_option, library_path
 from locomlx.errors import LocomlxError
 
-
 # --- locomlx registry ---------------------------------------------------------------------------
 
 
@@ -241,7 +240,8 @@ def adapters_remove(name, yes, keep_files, adapters_dir):
                            "only unregister it.")
     entry = remove_adapter(library_path(adapters_dir), name, keep_files)
     kept = " (folder kept)" if keep_files or not entry.installed else ""
-    click.echo(f"Removed {name}{kept}." + (f" Domain {entry.domain} has no active adapter now." if entry.active else ""))
+    click.echo(f"Removed {name}{kept}."
+               + (f" Domain {entry.domain} has no active adapter now." if entry.active else ""))
 
 
 # --- locomlx leaderboard | promote | report ------------------------------------------------------
@@ -266,9 +266,9 @@ def leaderboard(domain, markdown, adapters_dir, as_json):
       locomlx leaderboard --domain sentiment --json
       locomlx leaderboard --markdown docs/leaderboard.md
     """
+    from locomlx.atomic import write_text_atomic
     from locomlx.registry.leaderboard import format_leaderboard, format_markdown
     from locomlx.registry.leaderboard import leaderboard as rank
-    from locomlx.atomic import write_text_atomic
     from locomlx.registry.store import load_registry
 
     if as_json and markdown:

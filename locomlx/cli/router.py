@@ -102,15 +102,16 @@ def router_eval(router_name, adapters_dir, limit, max_tokens, no_task, markdown_
     Held-out queries are the adapters' benchmarks plus held-out general questions. The task
     scores compare answers under the router's choices with oracle routing and the base model.
     """
-    from locomlx.eval.run import InferenceConfig
     from locomlx.eval.routing import format_report, routing_report, task_scores
+    from locomlx.eval.run import InferenceConfig
     from locomlx.router.load import load_router
 
     library, registry, engine = _setup(adapters_dir)
     chosen = load_router(router_name, engine, registry, library)
     report, decisions = routing_report(chosen, registry, library, on_progress=_progress)
     if not no_task:
-        report.task = task_scores(engine, registry, library, decisions, InferenceConfig(max_tokens=max_tokens, limit=limit),
+        report.task = task_scores(engine, registry, library, decisions,
+                                  InferenceConfig(max_tokens=max_tokens, limit=limit),
                                   on_progress=lambda m: click.echo(m, err=True))
     text = format_report(report)
     if markdown_file:

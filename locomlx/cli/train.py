@@ -6,7 +6,13 @@ import json
 
 import click
 
-from locomlx.cli.options import adapters_dir_option, base_model_option, compute_dtype_option, json_option, training_progress
+from locomlx.cli.options import (
+    adapters_dir_option,
+    base_model_option,
+    compute_dtype_option,
+    json_option,
+    training_progress,
+)
 from locomlx.errors import LocomlxError
 
 
@@ -16,7 +22,8 @@ from locomlx.errors import LocomlxError
 @base_model_option
 @click.option("--dataset", default=None, metavar="FILE", help="Training JSONL ({instruction, input, output}).")
 @click.option("--output", default=None, metavar="DIR", help="Adapter directory to create.")
-@click.option("--benchmark", default=None, metavar="FILE", help="Benchmark JSONL: checked for leakage, copied to eval/.")
+@click.option("--benchmark", default=None, metavar="FILE",
+              help="Benchmark JSONL: checked for leakage, copied to eval/.")
 @click.option("--lora-rank", type=int, default=None, help="LoRA rank [16].")
 @click.option("--lora-alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank [2 x rank].")
 @click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [0].")
@@ -34,7 +41,8 @@ from locomlx.errors import LocomlxError
 @click.option("--steps-per-eval", type=int, default=None, help="Validation every N steps [50].")
 @click.option("--steps-per-save", type=int, default=None, help="Checkpoint every N steps [25].")
 @compute_dtype_option(default=None)
-@click.option("--allow-small", is_flag=True, default=None, help="Allow fewer than 500 training / 50 benchmark examples.")
+@click.option("--allow-small", is_flag=True, default=None,
+              help="Allow fewer than 500 training / 50 benchmark examples.")
 @adapters_dir_option
 @click.option("--replay", multiple=True, metavar="FILE",
               help="Another task's JSONL (repeatable): its questions, answered by the base model, are mixed into "
@@ -69,7 +77,8 @@ def train_command(config_file, resume, as_json, **options):
     from locomlx.train.trainer import resume_config, train
 
     if resume:
-        output = options["output"] or (load_config(config_file, {"dataset": "-", "output": "-"}).output if config_file else None)
+        output = options["output"] or (
+            load_config(config_file, {"dataset": "-", "output": "-"}).output if config_file else None)
         if not output or output == "-":
             raise LocomlxError("--resume needs the --output of the interrupted run.")
         config = resume_config(output)

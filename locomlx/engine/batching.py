@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the CLI reads DEFAULT_BATCH for its --help without loading 
 # measures the throughput).
 DEFAULT_BATCH = 48
 # Prompts prefilled together, at most: prompts of different lengths are padded to the longest, and with
-# 48 at a time classification benchmarks (long prompts, answers of a few tokens) evaluated slower than with 16.
+# 48 at a time classification benchmarks (long prompts, answers of a few tokens) evaluate slower than with 16.
 PREFILL_BATCH = 16
 
 

@@ -1,8 +1,7 @@
 """Token-by-token generation for one conversation, each one-token step a single compiled MLX graph.
 
 A decode step computes little (one token through 30 layers) but issues some 600 MLX operations, and on
-a CPU their dispatch, not the arithmetic, set the speed (the previous build's `locomlx bench`: 21.0 tok/s
-on SmolLM2-135M against transformers' 29.0 on the same weights). Compiling the step (`mx.compile`) records those operations
+a CPU their dispatch, not the arithmetic, sets the speed. Compiling the step (`mx.compile`) records those operations
 once, fuses the elementwise ones and replays them without Python; `locomlx bench` measures the result.
 
 A compiled graph needs fixed shapes, and a KV cache grows by one position per step. So inside the graph

@@ -26,8 +26,8 @@ from mlx.utils import tree_unflatten
 
 from locomlx.adapters.format import AdapterFile, read_adapter
 from locomlx.engine.batching import DEFAULT_BATCH, generate_rows
-from locomlx.engine.decode import Decoder, DecodeStats, decode
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
+from locomlx.engine.decode import Decoder, DecodeStats, decode
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.engine.mixed import MixedModel, plan_mix
 from locomlx.engine.prefix import prefill_shared_prefix
@@ -117,7 +117,8 @@ class Engine:
         self.adapters: dict[str, ResidentAdapter] = {}
         self.timings = EngineTimings()
         self._adapter_dtype = mx.bfloat16 if base.compute_dtype == "bfloat16" else mx.float32
-        self.decoder = Decoder(base.model) if attention_installed(base.model) and base.compute_dtype == "float32" else None
+        self.decoder = (Decoder(base.model) if attention_installed(base.model) and base.compute_dtype == "float32"
+                        else None)
 
     @classmethod
     def load(cls, base_model: str | None = None, compute_dtype: str = "auto", on_convert=None) -> "Engine":
@@ -136,17 +137,19 @@ class Engine:
 
     # --- adapters -----------------------------------------------------------------------
 
-    def _target_layer(self, modules: dict, adapter: AdapterFile, module_path: str, a: mx.array, b: mx.array) -> nn.Module:
+    def _target_layer(self, modules: dict, adapter: AdapterFile, module_path: str, a: mx.array,
+                      b: mx.array) -> nn.Module:
         layer = modules.get(module_path)
         where = f"adapter '{adapter.name}' ({adapter.path})"
         if layer is None:
             raise LocomlxError(
-                f"{where} targets '{module_path}', which this base model ({self.base.resolved.reference}) does not have; "
-                "it was trained for a different base model."
+                f"{where} targets '{module_path}', which this base model ({self.base.resolved.reference}) "
+                "does not have; it was trained for a different base model."
             )
         base_layer = layer.base if isinstance(layer, MultiLoRALinear) else layer
         if not isinstance(base_layer, (nn.Linear, nn.QuantizedLinear)):
-            raise LocomlxError(f"{where} targets '{module_path}', a {type(base_layer).__name__}; only linear layers are supported.")
+            raise LocomlxError(f"{where} targets '{module_path}', a {type(base_layer).__name__}; "
+                               "only linear layers are supported.")
         probe = layer if isinstance(layer, MultiLoRALinear) else MultiLoRALinear(layer, self.selection)
         if a.shape[0] != probe.input_dims or b.shape[1] != probe.output_dims:
             raise LocomlxError(
@@ -163,7 +166,8 @@ class Engine:
         start = time.perf_counter()
         adapter = read_adapter(path, name)
         if adapter.name in self.adapters:
-            raise LocomlxError(f"An adapter named '{adapter.name}' is already loaded; unload it first or pick another name.")
+            raise LocomlxError(f"An adapter named '{adapter.name}' is already loaded; "
+                               "unload it first or pick another name.")
         modules = dict(self.model.named_modules())
         targets = {m: self._target_layer(modules, adapter, m, a, b) for m, (a, b) in adapter.layers.items()}
         new_wrappers = [(m, layer) for m, layer in targets.items() if modules[m] is not layer]
@@ -266,7 +270,8 @@ class Engine:
             raise LocomlxError("max_tokens must be at least 1.")
         budget = self.base.context_length - max_tokens
         if budget < 8:
-            raise LocomlxError(f"max_tokens={max_tokens} leaves no room for a prompt in a {self.base.context_length}-token context.")
+            raise LocomlxError(f"max_tokens={max_tokens} leaves no room for a prompt in a "
+                               f"{self.base.context_length}-token context.")
         return fit_prompt(self.tokenizer, messages, budget)
 
     def generate_batch(self, conversations: list[list[dict]], adapter: str | None = None, max_tokens: int = 256,
@@ -336,7 +341,8 @@ class Engine:
 
         tokens, truncated = self._fit(messages, max_tokens)
         if truncated:
-            warnings.warn(f"locomlx: the prompt was cut to {len(tokens)} tokens to fit the model's context.", stacklevel=2)
+            warnings.warn(f"locomlx: the prompt was cut to {len(tokens)} tokens to fit the model's context.",
+                          stacklevel=2)
         switch = self.select(adapter)
         if seed is not None:
             mx.random.seed(seed)

@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Callable
 
 from locomlx._version import __version__
+from locomlx.atomic import write_json_atomic, write_text_atomic
 from locomlx.boost.ensemble import load_members
 from locomlx.data.checks import library_benchmarks
-from locomlx.atomic import write_json_atomic, write_text_atomic
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
-from locomlx.scoring.results import validate_results
 from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark
-from locomlx.scoring.stats import paired_p_value
 from locomlx.provenance import hardware
 from locomlx.scoring.bar import is_significant, within_ood_bar
+from locomlx.scoring.results import validate_results
+from locomlx.scoring.stats import paired_p_value
+
 
 def quantization(engine: Engine) -> str:
     """The base weights as stored and as computed, e.g. "4-bit (computed in float32)"."""
@@ -106,7 +107,8 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
             seen.add(other.read_bytes())
             label = other.parent.parent.name
             ood_runs.append((run_benchmark(engine, other, name, None, ood_inference, progress(f"{name} on {label}")),
-                             run_benchmark(engine, other, None, None, ood_base_inference, progress(f"base on {label}"))))
+                             run_benchmark(engine, other, None, None, ood_base_inference,
+                                           progress(f"base on {label}"))))
 
     improvement = adapter_run.score - base_run.score
     p_value = paired_p_value([e.score for e in adapter_run.examples], [e.score for e in base_run.examples])

@@ -52,6 +52,7 @@ def judge_scores(engine: Engine, questions: list[str], references: list[str], an
     scores = []
     for grades in zip(*passes):
         spread = statistics.pstdev(grades) if len(grades) > 1 else 0.0
-        scores.append(Score(statistics.mean(grades) / 10, f"grades {'/'.join(f'{g:g}' for g in grades)} (sd {spread:.1f})"))
+        scores.append(Score(statistics.mean(grades) / 10,
+                            f"grades {'/'.join(f'{g:g}' for g in grades)} (sd {spread:.1f})"))
     pass_means = [statistics.mean(p) / 10 for p in passes]
     return scores, pass_means

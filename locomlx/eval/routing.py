@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from locomlx.engine.engine import Engine
-from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark, score_answer
-from locomlx.scoring.stats import Interval, bootstrap_ci
+from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
 from locomlx.prompt import example_messages
 from locomlx.registry import Registry, active_adapters
 from locomlx.router.data import routing_queries
 from locomlx.router.decision import GENERAL, RouteDecision, Router
+from locomlx.scoring.metrics import score_answer
+from locomlx.scoring.stats import Interval, bootstrap_ci
 
 
 @dataclass
@@ -56,7 +57,8 @@ class RoutingReport:
         return asdict(self)
 
 
-def route_all(router: Router, texts: list[str], on_progress: Callable[[int, int], None] | None = None) -> list[RouteDecision]:
+def route_all(router: Router, texts: list[str],
+              on_progress: Callable[[int, int], None] | None = None) -> list[RouteDecision]:
     decisions = []
     for i, text in enumerate(texts, start=1):
         decisions.append(router.route(text))
@@ -65,8 +67,9 @@ def route_all(router: Router, texts: list[str], on_progress: Callable[[int, int]
     return decisions
 
 
-def routing_report(router: Router, registry: Registry, library: Path,
-                   on_progress: Callable[[int, int], None] | None = None) -> tuple[RoutingReport, dict[str, RouteDecision]]:
+def routing_report(
+    router: Router, registry: Registry, library: Path, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[RoutingReport, dict[str, RouteDecision]]:
     """Routing metrics on the held-out queries; also returns each query text's decision (for task scoring)."""
     queries = routing_queries(registry, library, "heldout")
     decisions = route_all(router, [q.text for q in queries], on_progress)
@@ -124,7 +127,8 @@ def task_scores(engine: Engine, registry: Registry, library: Path, decisions: di
         for other in sorted({chosen[i] for i in elsewhere} - set(engine.adapters)):
             engine.load_adapter(library / registry.adapters[other].path, other)
         if elsewhere:  # one mixed batch: each misrouted query with the adapter it was sent to
-            batch = engine.generate_batch([example_messages(examples[i].instruction, examples[i].input) for i in elsewhere],
+            batch = engine.generate_batch([example_messages(examples[i].instruction, examples[i].input)
+                                           for i in elsewhere],
                                           max_tokens=inference.max_tokens, batch_size=inference.batch_size,
                                           adapters=[chosen[i] for i in elsewhere])
             for i, text in zip(elsewhere, batch.texts):
@@ -142,7 +146,8 @@ def format_report(report: RoutingReport) -> str:
              f"(95% CI [{lo:.3f}, {hi:.3f}]), abstention {report.abstention_rate:.3f}, "
              f"latency median {report.latency_ms_median:.1f} ms, p95 {report.latency_ms_p95:.1f} ms", ""]
     lines += ["| domain | precision | recall | queries |", "|---|---:|---:|---:|"]
-    lines += [f"| {d} | {m['precision']:.3f} | {m['recall']:.3f} | {m['support']} |" for d, m in report.per_domain.items()]
+    lines += [f"| {d} | {m['precision']:.3f} | {m['recall']:.3f} | {m['support']} |"
+              for d, m in report.per_domain.items()]
     domains = list(report.confusion)
     lines += ["", "Confusion (rows: true domain, columns: routed to)", "",
               "| true \\ routed | " + " | ".join(domains) + " |", "|---|" + "---:|" * len(domains)]

@@ -27,12 +27,13 @@ from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.judge import JudgeSettings, judge_scores
-from locomlx.scoring.doctests import count_passed, visible_tests
-from locomlx.scoring.metrics import choose_metric, get_metric, score_answer
-from locomlx.scoring.stats import Interval, bootstrap_ci
 from locomlx.models.resolve import cache_dir
 from locomlx.prompt import example_messages
 from locomlx.provenance import file_sha256
+from locomlx.scoring.doctests import count_passed, visible_tests
+from locomlx.scoring.metrics import choose_metric, get_metric, score_answer
+from locomlx.scoring.stats import Interval, bootstrap_ci
+
 
 @dataclass
 class InferenceConfig:
@@ -194,7 +195,8 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     else:
         new = _generate(engine, examples[have:], adapter, metric, inference, on_progress, offset=have)
         answers = new if not cached else _Answers(cached["outputs"] + new.outputs, new.tokens_per_second,
-                                                  cached["generation_seconds"] + new.seconds, cached["votes"] + new.votes)
+                                                  cached["generation_seconds"] + new.seconds,
+                                                  cached["votes"] + new.votes)
         if cache is not None:
             write_json_atomic(cache, {"outputs": answers.outputs, "votes": answers.votes,
                                       "generation_tokens_per_second": answers.tokens_per_second,

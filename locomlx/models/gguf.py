@@ -41,7 +41,8 @@ _TOP_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "
 # Pre-tokenizer regexes by `tokenizer.ggml.pre`, as llama.cpp defines them.
 _GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _LLAMA3_REGEX = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 _PRE_TOKENIZERS = {
     "default": [_GPT2_REGEX],
@@ -134,7 +135,8 @@ def _convert_tensors(tensors: dict[str, mx.array], config: dict) -> tuple[dict[s
     weights: dict[str, mx.array] = {}
     for name, value in tensors.items():
         if name == "rope_freqs.weight":
-            raise LocomlxError("GGUF file uses llama-3 rope scaling (rope_freqs), which this converter does not support yet.")
+            raise LocomlxError("GGUF file uses llama-3 rope scaling (rope_freqs), "
+                               "which this converter does not support yet.")
         hf = _hf_name(name)
         if ".self_attn.q_proj." in hf or ".self_attn.k_proj." in hf:
             heads = config["num_attention_heads"] if ".q_proj." in hf else config["num_key_value_heads"]
@@ -161,7 +163,8 @@ def _tokenizer_json(metadata: dict) -> dict:
         )
     tokens = list(metadata["tokenizer.ggml.tokens"])
     merges = [tuple(m.split(" ", 1)) for m in metadata["tokenizer.ggml.merges"]]
-    token_types = np.array(metadata["tokenizer.ggml.token_type"]).tolist() if "tokenizer.ggml.token_type" in metadata else []
+    token_types = (np.array(metadata["tokenizer.ggml.token_type"]).tolist()
+                   if "tokenizer.ggml.token_type" in metadata else [])
     pre = _scalar(metadata, "tokenizer.ggml.pre", "default")
     if pre not in _PRE_TOKENIZERS:
         raise LocomlxError(
@@ -186,7 +189,9 @@ def _tokenizer_json(metadata: dict) -> dict:
         "normalizer": None,
         "pre_tokenizer": {
             "type": "Sequence",
-            "pretokenizers": splits + [{"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}],
+            "pretokenizers": splits + [
+                {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}
+            ],
         },
         "post_processor": None,
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
@@ -249,7 +254,8 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
         mx.save_safetensors(str(tmp / "model.safetensors"), weights, metadata={"format": "mlx"})
         (tmp / "config.json").write_text(json.dumps(config, indent=2))
         (tmp / "tokenizer.json").write_text(json.dumps(tokenizer_json, ensure_ascii=False))
-        (tmp / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(metadata, config), indent=2, ensure_ascii=False))
+        (tmp / "tokenizer_config.json").write_text(
+            json.dumps(_tokenizer_config(metadata, config), indent=2, ensure_ascii=False))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

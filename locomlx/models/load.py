@@ -44,9 +44,9 @@ def compute_stream() -> mx.Stream:
     """The one stream every model computation runs on: the device's default stream.
 
     MLX runs each stream on its own thread, and CPU BLAS libraries keep a thread
-    pool per calling thread. mlx-lm generates on a stream of its own, so any
-    prefill, training or evaluation on the default stream gave the process two
-    pools fighting over the cores, and decoding stayed slower afterwards.
+    pool per calling thread. mlx-lm generates on a stream of its own, so with
+    prefill, training or evaluation on the default stream the process would have
+    two pools fighting over the cores, and decoding would stay slower afterwards.
     """
     return mx.default_stream(mx.default_device())
 

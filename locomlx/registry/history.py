@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from locomlx.errors import LocomlxError
-from locomlx.scoring.results import validate_results
 from locomlx.registry.schema import AdapterEntry, HistoryRecord, Registry, Scores, current_semester, semester_key
 from locomlx.registry.store import edit_registry
+from locomlx.scoring.results import validate_results
 
 
 def apply_results(registry: Registry, name: str, results: dict, day: datetime.date | None = None) -> AdapterEntry:

@@ -15,18 +15,17 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from locomlx.adapters.format import WEIGHT_FILES, read_adapter
+from locomlx.adapters.format import WEIGHT_FILES, read_adapter, weights_file
 from locomlx.errors import LocomlxError
-from locomlx.scoring.results import read_results
 from locomlx.models.resolve import REPO_ID
 from locomlx.provenance import file_sha256
 from locomlx.registry.archive import ArchiveLimits, archive_stem, check_adapter_files, extract_archive
-from locomlx.adapters.format import weights_file
 from locomlx.registry.compat import incompatibility, inspect_base
 from locomlx.registry.history import apply_results
 from locomlx.registry.schema import AdapterEntry, Registry, RouterHints, current_semester
 from locomlx.registry.store import check_registry, library_lock, load_registry, save_registry
 from locomlx.registry.validate import BENCHMARK, RESULTS
+from locomlx.scoring.results import read_results
 
 # What an adapter folder on the hub may contribute; pickled weights are never downloaded.
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.jsonl", "*.yaml", "*.yml", "*.md", "*.txt", "*.svg"]

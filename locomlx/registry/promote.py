@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locomlx.errors import LocomlxError
-from locomlx.scoring.bar import MAX_OOD_DEGRADATION, within_ood_bar
 from locomlx.registry.schema import AdapterEntry
 from locomlx.registry.store import edit_registry
+from locomlx.scoring.bar import MAX_OOD_DEGRADATION, within_ood_bar
 
 
 def promotion_blockers(entry: AdapterEntry) -> list[str]:
@@ -23,7 +23,8 @@ def promotion_blockers(entry: AdapterEntry) -> list[str]:
         return [f"it has no scores; evaluate it first: locomlx eval {entry.name}"]
     blockers = []
     if not scores.significant:
-        blockers.append(f"its gain is not significant (improvement {scores.improvement:+.3f}, p = {scores.p_value:.3g})")
+        blockers.append(f"its gain is not significant (improvement {scores.improvement:+.3f}, "
+                        f"p = {scores.p_value:.3g})")
     if not within_ood_bar(scores.ood_degradation):
         blockers.append(f"it loses {scores.ood_degradation:.3f} out of domain (at most {MAX_OOD_DEGRADATION} allowed)")
     return blockers

@@ -9,15 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from locomlx.errors import LocomlxError
-from locomlx.scoring.results import read_results
-from locomlx.provenance import file_sha256
 from locomlx.adapters.format import weights_file
+from locomlx.errors import LocomlxError
+from locomlx.provenance import file_sha256
 from locomlx.registry.compat import inspect_base
 from locomlx.registry.history import apply_results
 from locomlx.registry.schema import BaseModelInfo, Registry, current_academic_year
 from locomlx.registry.store import edit_registry, library_lock, registry_path, save_registry
 from locomlx.registry.validate import BENCHMARK, RESULTS
+from locomlx.scoring.results import read_results
 
 
 def init_registry(library: Path, base_model: str, quantization: str, academic_year: str | None = None) -> Registry:

@@ -23,8 +23,8 @@ import yaml
 
 from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
-from locomlx.scoring.results import SCHEMA as RESULTS_SCHEMA
 from locomlx.scoring.metrics import metric_names
+from locomlx.scoring.results import SCHEMA as RESULTS_SCHEMA
 
 SCHEMA_VERSION = 2
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -223,7 +223,8 @@ ADAPTER_FIELDS = {
                       example="2026-fall"),
     "active": Field(bool, "whether it answers for its domain; at most one active per domain (locomlx promote)"),
     "metric": Field(str, "the metric its benchmark is scored with", choices=metric_names),
-    "benchmark": Field(str, "its benchmark JSONL, relative to the library", example="sentiment-rt/eval/benchmark.jsonl"),
+    "benchmark": Field(str, "its benchmark JSONL, relative to the library",
+                       example="sentiment-rt/eval/benchmark.jsonl"),
     "sha256": Field(str, "sha256 of adapter_model.safetensors, recorded at install", pattern=SHA256,
                     example="64 hex digits"),
     "scores": Field(dict, "copied from eval/results.json by locomlx eval / registry refresh", fields=SCORE_FIELDS,
@@ -376,7 +377,8 @@ def parse_registry(text: str, where: str = "registry.yaml") -> tuple[Registry, l
         reason = getattr(exc, "problem", None) or exc
         if context is not None and getattr(exc, "context", None):
             reason = f"{exc.context} (line {context.line + 1}), {reason}"
-        return Registry(), [Problem(where, mark.line + 1 if mark else None, f"not valid YAML: {reason}; fix the syntax")]
+        return Registry(), [Problem(where, mark.line + 1 if mark else None,
+                                    f"not valid YAML: {reason}; fix the syntax")]
     finally:
         loader.dispose()
     lines: dict[tuple, int] = {}

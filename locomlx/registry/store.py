@@ -16,8 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
-from locomlx.data.records import Problem
 from locomlx.atomic import write_text_atomic
+from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
 from locomlx.registry.schema import Registry, format_registry, parse_registry
 

@@ -12,17 +12,16 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
-from locomlx.adapters.format import read_adapter
+from locomlx.adapters.format import read_adapter, weights_file
 from locomlx.adapters.library import list_adapters
 from locomlx.data.checks import check_file, library_benchmarks
 from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
-from locomlx.scoring.results import read_results
 from locomlx.provenance import file_sha256
-from locomlx.adapters.format import weights_file
 from locomlx.registry.compat import BaseFacts, incompatibility, inspect_base
 from locomlx.registry.schema import AdapterEntry, Registry
 from locomlx.registry.store import read_registry, registry_path
+from locomlx.scoring.results import read_results
 
 # Inside an adapter folder (adapters/README.md).
 DATASET = Path("training") / "dataset.jsonl"
@@ -79,8 +78,9 @@ class _Validation:
         if entry.sha256 is None:
             self.error(keys + ("sha256",), f"is missing; record it: locomlx registry refresh {entry.name}")
         elif entry.sha256 != file_sha256(weights):
-            self.error(keys + ("sha256",), f"does not match {weights}: the weights changed since they were "
-                                           f"registered; if you retrained it, run: locomlx registry refresh {entry.name}")
+            self.error(keys + ("sha256",),
+                       f"does not match {weights}: the weights changed since they were registered; "
+                       f"if you retrained it, run: locomlx registry refresh {entry.name}")
         if self.registry.base_model and self.base:
             reason = incompatibility(adapter, self.base)
             if reason:
@@ -139,8 +139,9 @@ class _Validation:
     def check_unregistered(self) -> None:
         for name in list_adapters(self.library):
             if name not in self.registry.adapters:
-                self.error(("adapters",), f"folder {self.library / name} holds an adapter that is not registered; "
-                                          f"register it: locomlx adapters install {self.library / name} --domain DOMAIN",
+                self.error(("adapters",),
+                           f"folder {self.library / name} holds an adapter that is not registered; "
+                           f"register it: locomlx adapters install {self.library / name} --domain DOMAIN",
                            "warning")
 
 

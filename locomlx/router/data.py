@@ -38,14 +38,16 @@ def _general(library: Path, split: str) -> list[Query]:
     path = general_queries_path(library)
     if not path.is_file():
         raise LocomlxError(f"No general (no-specialist) queries at {path}; build them with "
-                           "`python scripts/data/general_queries.py` so the router can learn when to use the base model.")
+                           "`python scripts/data/general_queries.py` so the router can learn "
+                           "when to use the base model.")
     queries = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             row = json.loads(line)
             text, row_split = row["query"], row["split"]
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise LocomlxError(f"{path}:{number}: expected {{\"query\": ..., \"split\": \"train\"|\"heldout\"}} ({exc}).") from exc
+            raise LocomlxError(f"{path}:{number}: expected "
+                               f"{{\"query\": ..., \"split\": \"train\"|\"heldout\"}} ({exc}).") from exc
         if row_split == split:
             queries.append(Query(text, GENERAL, f"{path}:{number}"))
     return queries

@@ -28,7 +28,8 @@ class RouteDecision:
     def summary(self) -> str:
         who = self.adapter or "none (base model)"
         why = f" · {self.reason}" if self.reason else ""
-        return f"{who} [{self.domain}] confidence {self.confidence:.2f} ({self.router} router, {self.seconds * 1000:.1f} ms){why}"
+        return (f"{who} [{self.domain}] confidence {self.confidence:.2f} "
+                f"({self.router} router, {self.seconds * 1000:.1f} ms){why}")
 
 
 class Router(Protocol):

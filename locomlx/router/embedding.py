@@ -13,8 +13,8 @@ hash and base model it was trained for; it refuses to run against a changed regi
 from __future__ import annotations
 
 import datetime as dt
-import json
 import io
+import json
 import random
 import time
 from contextlib import contextmanager
@@ -30,8 +30,14 @@ from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.models.load import compute_stream
 from locomlx.registry import Registry, active_adapters, registry_hash
-from locomlx.router.classifier import (LinearClassifier, choose_threshold, expected_calibration_error, fit_logistic,
-                                       fit_temperature, predict_with_fallback)
+from locomlx.router.classifier import (
+    LinearClassifier,
+    choose_threshold,
+    expected_calibration_error,
+    fit_logistic,
+    fit_temperature,
+    predict_with_fallback,
+)
 from locomlx.router.data import Query, routing_queries
 from locomlx.router.decision import GENERAL, RouteDecision
 
@@ -91,7 +97,8 @@ class EmbeddingRouter:
 
     def route(self, query: str) -> RouteDecision:
         start = time.perf_counter()
-        probabilities = self.classifier.probabilities(embed_queries(self.engine, [query], self.layers, self.max_tokens))[0]
+        probabilities = self.classifier.probabilities(
+            embed_queries(self.engine, [query], self.layers, self.max_tokens))[0]
         seconds = time.perf_counter() - start
         scores = {c: float(p) for c, p in zip(self.classifier.classes, probabilities)}
         domain = self.classifier.classes[int(probabilities.argmax())]
@@ -100,12 +107,6 @@ class EmbeddingRouter:
             return RouteDecision(None, GENERAL, confidence, scores, self.name, seconds,
                                  f"{domain} below threshold {self.threshold:.2f}: base model")
         return RouteDecision(self.adapters.get(domain), domain, confidence, scores, self.name, seconds)
-
-    def route_many(self, queries: list[str]) -> list[str]:
-        """Chosen domain per query (after the threshold), batched: for evaluation."""
-        probabilities = self.classifier.probabilities(embed_queries(self.engine, queries, self.layers, self.max_tokens))
-        picked = predict_with_fallback(probabilities, self.threshold, self.classifier.classes.index(GENERAL))
-        return [self.classifier.classes[i] for i in picked]
 
 
 def router_file(library: Path) -> Path:
@@ -124,7 +125,8 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
     layers = min(layers, len(engine.model.model.layers))  # a model with fewer blocks runs them all
     adapters = active_adapters(registry)
     if not adapters:
-        raise LocomlxError("The registry has no active adapters: nothing to route to. Register and promote adapters first.")
+        raise LocomlxError("The registry has no active adapters: nothing to route to. "
+                           "Register and promote adapters first.")
     queries = [q for q in routing_queries(registry, library, "train", per_domain, seed)
                if q.domain in adapters or q.domain == GENERAL]
     classes = sorted(adapters) + [GENERAL]

@@ -30,7 +30,8 @@ def parse_keyword(spec: str, where: str) -> Keyword:
     phrase, weight = (weighted.group(1), float(weighted.group(2))) if weighted else (spec, 1.0)
     phrase = phrase.strip()
     if not phrase:
-        raise LocomlxError(f"{where}: empty router keyword '{spec}'; write a word or phrase, optionally 'phrase: weight'.")
+        raise LocomlxError(f"{where}: empty router keyword '{spec}'; "
+                           "write a word or phrase, optionally 'phrase: weight'.")
     words = [re.escape(w) for w in phrase.split()]
     return Keyword(phrase.lower(), weight, re.compile(r"(?<!\w)" + r"\s+".join(words) + r"(?!\w)", re.IGNORECASE))
 

@@ -35,7 +35,8 @@ SCHEMA: dict[str, tuple[type | tuple, str]] = {
     "passed": (bool, "significant in-domain gain and ood_degradation <= 0.05"),
     "judge_sd": ((int, float, type(None)), "judge metric: standard deviation of the adapter's score over the "
                                            "judge's k passes (null for other metrics)"),
-    "inference": (dict, "max_tokens, limit, ood_limit, batch_size, decoding, reread, votes, vote_temperature, seed, ensemble"),
+    "inference": (dict, "max_tokens, limit, ood_limit, batch_size, decoding, reread, votes, vote_temperature, "
+                        "seed, ensemble"),
     "hardware": (str, "machine, CPUs, MLX device, BLAS"),
     "locomlx_version": (str, "version that produced the file"),
     "duration_seconds": ((int, float), "wall time of the whole evaluation"),

@@ -31,7 +31,8 @@ MAX_OUTPUT_BYTES = 64 * 1024
 _RUNNER = r'''
 import os, resource, sys
 
-work, cpu, memory, file_size, allowed_read = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
+work, cpu, memory, file_size, allowed_read = (sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]),
+                                              sys.argv[5:])
 resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu))
 resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
 resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))

@@ -61,7 +61,8 @@ def exact_match(prediction: str, reference: str) -> Score:
     """Numbers compare as numbers (the last one in the answer), text compares normalised."""
     extracted = extract_answer(prediction)
     reference_answer = extract_answer(reference)
-    ref_number = normalise_number(reference_answer) if re.fullmatch(r"\s*" + _NUMBER + r"\s*\.?\s*\w*\s*", reference_answer) else None
+    ref_number = (normalise_number(reference_answer)
+                  if re.fullmatch(r"\s*" + _NUMBER + r"\s*\.?\s*\w*\s*", reference_answer) else None)
     if ref_number is not None:
         numbers = _ALL_NUMBERS.findall(extracted)
         got = normalise_number(numbers[-1]) if numbers else None

@@ -192,9 +192,11 @@ def add_lora_layers(model: nn.Module, config: TrainConfig) -> None:
     missing = [m for m in config.target_modules if m not in available]
     if missing:
         known = sorted(m for m in available if m.count(".") == 1)
-        raise LocomlxError(f"--target-modules {', '.join(missing)} not found in the model's blocks; known: {', '.join(known)}.")
-    linear_to_lora_layers(model, config.lora_layer_count(n_layers), {"rank": config.lora_rank, "scale": config.lora_scale,
-                                              "dropout": config.lora_dropout, "keys": config.target_modules})
+        raise LocomlxError(f"--target-modules {', '.join(missing)} not found in the model's blocks; "
+                           f"known: {', '.join(known)}.")
+    linear_to_lora_layers(model, config.lora_layer_count(n_layers),
+                          {"rank": config.lora_rank, "scale": config.lora_scale,
+                           "dropout": config.lora_dropout, "keys": config.target_modules})
 
 
 def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: TrainConfig, checkpoint_dir: Path,
@@ -269,7 +271,7 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
             where = f"step {state.step}"
         else:
             where = "the last saved step"
-        raise TrainingInterrupted(f"Training interrupted; checkpoint kept at {where}. Run the same command with --resume "
-                                  "to continue.") from None
+        raise TrainingInterrupted(f"Training interrupted; checkpoint kept at {where}. "
+                                  "Run the same command with --resume to continue.") from None
     model.eval()
     return state

@@ -70,7 +70,8 @@ def _benchmarks(config: TrainConfig) -> list[Path]:
     """The benchmarks training data must not leak into: the adapter's own and the library's."""
     benchmarks = library_benchmarks(library_dir(config.adapters_dir))
     if config.benchmark:
-        benchmarks = [Path(config.benchmark)] + [b for b in benchmarks if b.resolve() != Path(config.benchmark).resolve()]
+        benchmarks = [Path(config.benchmark)] + [b for b in benchmarks
+                                                 if b.resolve() != Path(config.benchmark).resolve()]
     return benchmarks
 
 
@@ -159,7 +160,8 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
     if output.exists():
         raise LocomlxError(f"{output} already exists; choose another --output or delete it first.")
     if not resume and partial.exists():
-        raise LocomlxError(f"An interrupted run exists in {partial}; continue it with --resume, or delete it to start over.")
+        raise LocomlxError(f"An interrupted run exists in {partial}; "
+                           "continue it with --resume, or delete it to start over.")
 
     base = load_base(resolve_model(config.base_model), config.compute_dtype)
     benchmarks = _benchmarks(config)
@@ -167,7 +169,8 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
     replayed = _replay(config, base, examples, benchmarks, on_message)
     examples = examples + replayed
     train_examples, val_examples = split_examples(examples, config.val_fraction, config.seed)
-    train_data, truncated, dropped = encode_examples(base.tokenizer, train_examples, config.max_seq_length, config.long_examples)
+    train_data, truncated, dropped = encode_examples(base.tokenizer, train_examples, config.max_seq_length,
+                                                     config.long_examples)
     val_data, _, _ = encode_examples(base.tokenizer, val_examples, config.max_seq_length, config.long_examples)
     lengths = [len(t) for t, _ in train_data]
     stats = DataStats(len(train_data), len(val_data), truncated, dropped, float(np.mean(lengths)), max(lengths),
