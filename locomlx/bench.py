@@ -49,13 +49,13 @@ def _peak_rss_mb() -> float:
 
 
 def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
-    import mlx.core as mx
-    from mlx_lm.models.cache import make_prompt_cache
-
     from locomlx import blas
     from locomlx.engine.decode import DecodeStats, decode
     from locomlx.engine.engine import Engine
     from locomlx.models.load import compute_stream
+
+    import mlx.core as mx
+    from mlx_lm.models.cache import make_prompt_cache
 
     start = time.perf_counter()
     engine = Engine.load(settings.base_model, compute_dtype)
@@ -98,13 +98,13 @@ def transformers_twin(base_model: str | None):
     The peer of every benchmark against torch: same weights, so only the engines differ.
     Returns (model, its config dict, seconds spent building it).
     """
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+
     import numpy as np
     import torch
     from mlx.utils import tree_flatten
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from locomlx.models.load import load_base
-    from locomlx.models.resolve import resolve_model
 
     base = load_base(resolve_model(base_model), "float32")
     state = {k: torch.from_numpy(np.array(v)) for k, v in tree_flatten(base.model.parameters())}
@@ -159,10 +159,10 @@ def _transformers_worker(settings: BenchSettings) -> dict:
 
 def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) -> dict:
     """Resident switch vs load from disk vs naive reload, on random rank-8 adapters over every linear layer."""
+    from locomlx.engine.engine import Engine
+
     import mlx.core as mx
     from mlx_lm import load as mlx_lm_load
-
-    from locomlx.engine.engine import Engine
 
     engine = Engine.load(settings.base_model)
     config = engine.base.config
@@ -201,11 +201,11 @@ def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) 
 
 
 def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
-    import mlx.core as mx
-    import mlx.nn as nn
-
     from locomlx.models.layers import linear_dims
     from locomlx.train.config import ALL_LINEAR as keys
+
+    import mlx.core as mx
+    import mlx.nn as nn
 
     mx.random.seed(seed)
     tensors = {}

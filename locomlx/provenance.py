@@ -8,10 +8,10 @@ import os
 import platform
 from pathlib import Path
 
-import mlx.core as mx
-
 from locomlx import blas
 from locomlx._version import __version__
+
+import mlx.core as mx
 
 
 def file_sha256(path: str | Path) -> str:

@@ -11,12 +11,12 @@ elements (an attention score matrix of 9 heads x 512 x 512).
 
 import time
 
+import locomlx  # first: the CBLAS preload, as in every locomlx process
+from locomlx.models import cpu_kernels
+
 import mlx.core as mx
 import numpy as np
 from mlx_lm.models.activations import swiglu
-
-import locomlx  # first: the CBLAS preload, as in every locomlx process
-from locomlx.models import cpu_kernels
 
 N = 9 * 512 * 512
 REPEATS = 10

@@ -56,11 +56,11 @@ def run_locomlx(settings: dict) -> dict:
 
 
 def run_transformers(settings: dict) -> dict:
-    import torch
-
     from locomlx.bench import transformers_twin
     from locomlx.models.load import load_tokenizer_only
     from locomlx.prompt import example_messages, render_prompt
+
+    import torch
 
     model, config, _ = transformers_twin(None)
     model.eval()

@@ -93,15 +93,15 @@ def run_locomlx(settings: dict) -> dict:
 
 
 def run_mlx_lm(settings: dict) -> dict:
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.loop import collate
+
     import mlx.core as mx
     import mlx.nn as nn
     import mlx.optimizers as optim
     from mlx_lm.tuner.trainer import default_loss
     from mlx_lm.tuner.utils import linear_to_lora_layers
-
-    from locomlx.models.load import load_base
-    from locomlx.models.resolve import resolve_model
-    from locomlx.train.loop import collate
 
     batches = encoded_batches(settings)
     model = load_base(resolve_model(None), "float32").model
@@ -128,11 +128,11 @@ def run_mlx_lm(settings: dict) -> dict:
 
 
 def run_peft(settings: dict) -> dict:
-    import torch
-    from peft import LoraConfig, get_peft_model
-
     from locomlx.bench import transformers_twin
     from locomlx.train.loop import PAD_MULTIPLE
+
+    import torch
+    from peft import LoraConfig, get_peft_model
 
     batches = encoded_batches(settings)
     model, _, _ = transformers_twin(None)

@@ -24,6 +24,8 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from locomlx.data.training_log import RUN_MARKER
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts" / "data"))
 LIBRARY = ROOT / "adapters"
@@ -109,7 +111,7 @@ def build(spec: Specialist, train: list[dict], benchmark: list[dict], retrain: b
 
 
 def document(spec: Specialist, train: list[dict], benchmark: list[dict]) -> None:
-    """Fill TRAINING_LOG.md's sources-and-review section from the data builder (idempotent)."""
+    """Write TRAINING_LOG.md's sources-and-review part from the data builder (idempotent)."""
     log = LIBRARY / spec.name / "training" / "TRAINING_LOG.md"
     text = log.read_text(encoding="utf-8")
     head = text[:text.index("## Sources and review")] if "## Sources and review" in text else text
@@ -129,7 +131,10 @@ Built by `python scripts/data/{spec.builder}.py` (called by `scripts/build_swarm
 - **Manual review**: {" ".join(builder.REVIEW.split())}
 - **Known limitations**: {" ".join(builder.LIMITATIONS.split())}
 """
-    log.write_text(head + section, encoding="utf-8")
+    if RUN_MARKER in text:  # the student's part of the log (the template) is the builder's story
+        log.write_text(f"# Training log: {spec.name}\n\n{section}\n{text[text.index(RUN_MARKER):]}", encoding="utf-8")
+    else:
+        log.write_text(head + section, encoding="utf-8")
 
 
 def register(spec: Specialist) -> None:

@@ -2,10 +2,13 @@
 
 import os
 
+import locomlx  # first: preloads the fast CBLAS before anything imports mlx.core
+
 import pytest
 
-import locomlx  # noqa: F401  (first: preloads the fast CBLAS before anything imports mlx.core)
 from tests import tiny
+
+locomlx.keep_freed_memory()  # the test process computes like the `locomlx` command does (locomlx/heap.py)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -3,9 +3,9 @@
 import subprocess
 import sys
 
-import pytest
-
 from locomlx import blas
+
+import pytest
 
 
 def _run(code, **env):

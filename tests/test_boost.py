@@ -1,7 +1,5 @@
 """Inference enhancements without a model: vote counting, tie-breaks, extraction reuse, visible tests, RE2, specs."""
 
-import pytest
-
 from locomlx.boost.voting import Sample, majority_vote
 from locomlx.data.records import Example
 from locomlx.engine.compose import composition_name, parse_composition
@@ -11,6 +9,8 @@ from locomlx.prompt import REREAD, example_messages, render_prompt, user_turn
 from locomlx.scoring.doctests import count_passed, visible_tests
 from locomlx.scoring.metrics import answer_key, score_answer
 from locomlx.scoring.text import normalise_number, normalise_text
+
+import pytest
 
 
 def _samples(*rows):

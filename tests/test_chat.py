@@ -2,10 +2,11 @@
 
 import json
 
+from locomlx.cli import main
+
 import pytest
 from click.testing import CliRunner
 
-from locomlx.cli import main
 from tests import tiny
 
 

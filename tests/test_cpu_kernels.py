@@ -1,14 +1,14 @@
 """The CPU kernels (models/cpu_kernels.py) against MLX's own: values, gradients, masks, and the installed model."""
 
-import mlx.core as mx
-import mlx.nn as nn
-import numpy as np
-import pytest
-
 from locomlx import heap
 from locomlx.models import cpu_kernels
 from locomlx.models.load import load_base
 from locomlx.models.resolve import resolve_model
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
 
 BIG = (64, 2048)  # over PARALLEL_MIN_ELEMENTS: split across the CPU streams
 SMALL = (3, 7)

@@ -2,11 +2,12 @@
 
 import json
 
+from locomlx.cli import main
+from locomlx.data.checks import check_file
+
 import pytest
 from click.testing import CliRunner
 
-from locomlx.cli import main
-from locomlx.data.checks import check_file
 from tests import tiny
 
 

@@ -1,11 +1,12 @@
 """The engine: resident adapters of different ranks, switching, unloading, generation options."""
 
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+
 import mlx.core as mx
 import numpy as np
 import pytest
 
-from locomlx.engine.engine import Engine
-from locomlx.errors import LocomlxError
 from tests import tiny
 
 TOKENS = [5, 17, 42, 99, 7, 3, 60]

@@ -2,9 +2,6 @@
 
 import json
 
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -13,6 +10,10 @@ from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
 from locomlx.prompt import example_messages
 from locomlx.scoring.metrics import choose_metric
 from locomlx.scoring.results import SCHEMA, validate_results
+
+import pytest
+from click.testing import CliRunner
+
 from tests import tiny
 
 

@@ -1,10 +1,10 @@
 """Metrics and statistics with known answers."""
 
-import numpy as np
-import pytest
-
 from locomlx.scoring.stats import bootstrap_ci, mcnemar_exact, paired_bootstrap_p, paired_p_value
 from locomlx.scoring.text import choice, exact_match, extract_answer, normalise_number, rouge_l
+
+import numpy as np
+import pytest
 
 
 @pytest.mark.parametrize("output,expected", [

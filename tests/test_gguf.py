@@ -2,14 +2,15 @@
 
 import json
 
-import mlx.core as mx
-import numpy as np
-import pytest
-
 from locomlx.errors import LocomlxError
 from locomlx.models.gguf import convert_gguf
 from locomlx.models.load import load_base
 from locomlx.models.resolve import resolve_model
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
 from tests import tiny
 
 PROMPT = "the cat sat on the mat 123 ."

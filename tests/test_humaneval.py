@@ -7,10 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from locomlx.data.checks import check_file
 from locomlx.scoring.sandbox import program_for, run_python
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 

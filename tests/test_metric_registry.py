@@ -2,15 +2,16 @@
 
 import json
 
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.eval.run import InferenceConfig, run_benchmark
 from locomlx.registry.validate import validate_library
 from locomlx.scoring.metrics import Score, answer_key, get_metric, metric_names, register_metric, unregister_metric
+
+import pytest
+from click.testing import CliRunner
+
 from tests import tiny
 from tests.test_registry_fixtures import add_adapter
 
@@ -75,3 +76,24 @@ def test_registry_validate_accepts_a_registered_metric_only(first_word, library,
     unregister_metric(first_word)
     (problem,) = [p for p in validate_library(library) if p.severity == "error"]
     assert problem.field == "adapters.alpha.metric" and "first_word" in problem.message
+
+
+def test_the_metrics_table_in_the_docs_is_the_registry_s():
+    from pathlib import Path
+
+    from locomlx.scoring.metrics import metrics_markdown
+
+    page = (Path(__file__).resolve().parents[1] / "docs" / "evaluation.md").read_text(encoding="utf-8")
+    assert metrics_markdown() in page, "docs/evaluation.md: paste the output of `locomlx eval --list-metrics`"
+    listed = CliRunner().invoke(main, ["eval", "--list-metrics"])
+    assert listed.exit_code == 0 and listed.output.strip() == metrics_markdown()
+
+
+def test_case_sensitive_exact_match():
+    from locomlx.data.records import Example
+    from locomlx.scoring.metrics import score_answer
+
+    example = Example(1, "Rewrite in the past tense.", "I walk home.", "I walked home.")
+    assert score_answer("exact_match_cased", "I walked home.", example).value == 1.0
+    assert score_answer("exact_match_cased", "i walked home", example).value == 0.0
+    assert score_answer("exact_match", "i walked home", example).value == 1.0

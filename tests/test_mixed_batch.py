@@ -2,15 +2,16 @@
 
 import json
 
+from locomlx.cli import main
+from locomlx.engine.engine import Engine
+from locomlx.eval.run import InferenceConfig, run_benchmark
+from locomlx.prompt import example_messages
+
 import mlx.core as mx
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from locomlx.cli import main
-from locomlx.engine.engine import Engine
-from locomlx.eval.run import InferenceConfig, run_benchmark
-from locomlx.prompt import example_messages
 from tests import tiny
 
 

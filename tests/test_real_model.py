@@ -2,10 +2,10 @@
 
 import json
 
+from locomlx.cli import main
+
 import pytest
 from click.testing import CliRunner
-
-from locomlx.cli import main
 
 pytestmark = pytest.mark.real
 
@@ -55,6 +55,7 @@ def test_training_a_real_adapter_changes_behaviour_on_held_out_examples(real_mod
     from locomlx.eval.run import InferenceConfig
     from locomlx.train.config import load_config
     from locomlx.train.trainer import train
+
     from tests import tiny
 
     # A label vocabulary of its own (yay/nay), so the base model cannot already do the task.

@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from locomlx.errors import LocomlxError
 from locomlx.registry import active_adapters, load_registry, record_scores, registry_hash
 from locomlx.registry.schema import (
@@ -28,6 +26,9 @@ from locomlx.registry.schema import (
     parse_registry,
 )
 from locomlx.registry.store import edit_registry, registry_path, save_registry
+
+import pytest
+
 from tests.test_registry_fixtures import fake_results
 
 pytest_plugins = ["tests.test_registry_fixtures"]  # the `library` fixture
@@ -163,11 +164,12 @@ def test_registry_hash_follows_what_routing_uses():
     registry.adapters["sentiment-rt"].description = "reworded"
     registry.adapters["sentiment-rt"].scores = Scores(0.9, 0.5, 0.4, 0.0, 0.001, True)
     registry.adapters["sentiment-rt"].router.keywords.append("movie")
+    registry.adapters.pop("math-v2")  # an inactive adapter: the router neither routes to it nor learns from it
     assert registry_hash(registry) == before
     for change in (lambda r: setattr(r.adapters["sentiment-rt"], "active", False),
                    lambda r: setattr(r.adapters["sentiment-rt"], "sha256", "0" * 64),
                    lambda r: setattr(r.adapters["sentiment-rt"], "domain", "opinion"),
-                   lambda r: r.adapters.pop("math-v2")):
+                   lambda r: r.adapters.pop("sentiment-rt")):
         changed, _ = parse_registry(GOOD)
         change(changed)
         assert registry_hash(changed) != registry_hash(parse_registry(GOOD)[0])
@@ -275,3 +277,17 @@ def test_save_registry_writes_the_documented_header(library):
     text = registry_path(library).read_text()
     assert text.startswith("# locomlx adapter registry, schema version 2 (docs/registry.md).")
     assert "adapters: {}" in text
+
+
+def test_report_and_leaderboard_agree_on_a_tie(tmp_path):
+    from locomlx.registry.history import semester_trend
+    from locomlx.registry.leaderboard import leaderboard
+
+    registry, _ = parse_registry(GOOD)
+    registry.history = [HistoryRecord("2026-fall", name, "sentiment", 0.8, 0.5, 0.3, drop, "2026-11-22")
+                        for name, drop in (("zeta", 0.01), ("alpha", 0.04), ("beta", 0.01))]
+    for name, drop in (("zeta", 0.01), ("alpha", 0.04), ("beta", 0.01)):
+        registry.adapters[name] = AdapterEntry(name, "sentiment", "1.0.0", path=name, semester="2026-fall",
+                                               scores=Scores(0.8, 0.5, 0.3, drop, 0.001, True))
+    best = [r for r in leaderboard(registry)["sentiment"] if r.rank == 1][0].name
+    assert best == semester_trend(registry)["sentiment"][-1].best_adapter == "beta"

@@ -7,12 +7,13 @@ import json
 import os
 from pathlib import Path
 
-import pytest
-
 from locomlx.provenance import file_sha256
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.refresh import init_registry
 from locomlx.scoring.bar import within_ood_bar
+
+import pytest
+
 from tests import tiny
 
 

@@ -7,9 +7,6 @@ import shutil
 import tarfile
 import zipfile
 
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.errors import LocomlxError
 from locomlx.provenance import file_sha256
@@ -17,6 +14,10 @@ from locomlx.registry import load_registry
 from locomlx.registry.archive import ArchiveLimits
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.validate import validate_library
+
+import pytest
+from click.testing import CliRunner
+
 from tests import tiny
 from tests.test_registry_fixtures import add_adapter, snapshot, write_adapter
 
@@ -281,3 +282,32 @@ def test_remove_can_keep_the_files(library, tiny_model):
     result = CliRunner().invoke(main, ["adapters", "remove", "keep", "--keep-files", "--adapters-dir", str(library)])
     assert result.exit_code == 0 and "folder kept" in result.output and folder.is_dir()
     assert "keep" not in load_registry(library).adapters
+
+
+def test_an_improved_adapter_is_a_new_version_of_the_same_adapter(library, tiny_model):
+    """A higher --version under a registered name replaces the adapter, keeps the old results and history, and
+    the leaderboard lists both versions and says when they were scored on different sizes."""
+    from locomlx.registry.leaderboard import format_leaderboard, leaderboard
+
+    from tests.test_registry_fixtures import fake_results
+
+    add_adapter(library, tiny_model, "sent", seed=4, adapter_score=0.7)
+    old_results = (library / "sent" / "eval" / "results.json").read_text()
+    v2 = write_adapter(library / "sent-v2", tiny_model, seed=4)
+    bench = v2 / "eval" / "benchmark.jsonl"
+    (v2 / "eval" / "results.json").write_text(json.dumps(dict(fake_results("sent", bench, adapter_score=0.85),
+                                                             n_examples=40)))
+    with pytest.raises(LocomlxError, match="already registered at version 1.0.0; .* higher --version \\(e.g. 1.1.0\\)"):
+        install_adapter(str(v2), library, AdapterInfo("sentiment", name="sent", version="1.0.0"))
+    entry = install_adapter(str(v2), library, AdapterInfo("sentiment", name="sent", version="1.1.0"))
+    assert entry.version == "1.1.0" and not (library / "sent-v2").exists()
+    assert (library / "sent" / "eval" / "previous" / "1.0.0" / "results.json").read_text() == old_results
+    registry = load_registry(library)
+    assert {(r.version, r.adapter_score) for r in registry.history} == {("1.0.0", 0.7), ("1.1.0", 0.85)}
+    rows = leaderboard(registry, library=library)["sentiment"]
+    assert [(r.version, r.rank, r.previous) for r in rows] == [("1.1.0", 1, False), ("1.0.0", None, True)]
+    text = format_leaderboard(leaderboard(registry, library=library))
+    assert "1.0.0 (earlier)" in text and "sent 1.0.0 was scored on 50 examples, sent 1.1.0 on 40" in text
+    assert validate_library(library) == []
+    with pytest.raises(LocomlxError, match="already registered at version 1.1.0"):
+        install_adapter(str(library / "sent"), library, AdapterInfo("sentiment", name="sent", version="1.0.5"))

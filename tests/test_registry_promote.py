@@ -2,9 +2,6 @@
 
 import json
 
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.errors import LocomlxError
 from locomlx.registry import active_adapters, load_registry, record_scores
@@ -12,6 +9,10 @@ from locomlx.registry.leaderboard import leaderboard
 from locomlx.registry.promote import promote
 from locomlx.registry.schema import AdapterEntry
 from locomlx.registry.store import edit_registry
+
+import pytest
+from click.testing import CliRunner
+
 from tests.test_registry_fixtures import add_adapter, fake_results
 
 pytest_plugins = ["tests.test_registry_fixtures"]  # the `library` fixture
@@ -105,7 +106,7 @@ def test_leaderboard_outputs(cohort, tmp_path):
     page = tmp_path / "leaderboard.md"
     written = runner.invoke(main, ["leaderboard", "--markdown", str(page), *args])
     assert written.exit_code == 0 and page.read_text().startswith("# Adapter leaderboard (2026-27)")
-    assert "| 3 | **good** | 0.800 | +0.300 | 0.010 | yes | 2026-fall |" in page.read_text()
+    assert "| 3 | **good** | 1.0.0 | 0.800 | +0.300 | 0.010 | yes | yes | 2026-fall |" in page.read_text()
     printed = runner.invoke(main, ["leaderboard", "--markdown", *args]).output
     assert printed == page.read_text()
     assert runner.invoke(main, ["leaderboard", "--markdown", "--json", *args]).exit_code == 2

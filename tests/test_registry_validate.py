@@ -3,14 +3,15 @@
 import json
 import shutil
 
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.provenance import file_sha256
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.store import edit_registry, registry_path
 from locomlx.registry.validate import validate_library
+
+import pytest
+from click.testing import CliRunner
+
 from tests import tiny
 from tests.test_registry_fixtures import add_adapter, fake_results, write_adapter
 

@@ -4,10 +4,10 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from locomlx.errors import LocomlxError
 from locomlx.models.resolve import builtin_gguf_path, resolve_model
+
+import pytest
 
 
 def test_local_mlx_directory(tiny_model):

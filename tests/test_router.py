@@ -4,10 +4,6 @@
 import json
 import random
 
-import numpy as np
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -20,6 +16,11 @@ from locomlx.router.embedding import load_embedding_router, save_router, train_e
 from locomlx.router.keyword import KeywordRouter, parse_keyword
 from locomlx.router.load import load_router
 from locomlx.session import GenerationSettings, Session
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
 from tests import tiny
 from tests.test_registry_fixtures import add_adapter, fake_results, new_library
 
@@ -151,6 +152,8 @@ def test_threshold_fallback_answers_with_base(routed):
 def test_stale_router_is_refused_after_registry_change(routed, tiny_model):
     library, engine, trained = routed
     add_adapter(library, tiny_model, "spam-a", domain="spam", seed=3, keywords=["spam"])
+    # Installed but inactive: nothing to route to, nothing learnt from it, so the router stays current.
+    assert load_embedding_router(engine, load_registry(library), library).meta["trained"] == trained.meta["trained"]
     assert CliRunner().invoke(main, ["promote", "spam-a", "--adapters-dir", str(library)]).exit_code == 0
     registry = load_registry(library)
     with pytest.raises(LocomlxError, match="different registry.*locomlx router train"):

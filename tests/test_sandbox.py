@@ -3,9 +3,9 @@
 import os
 import time
 
-import pytest
-
 from locomlx.scoring.sandbox import program_for, run_python
+
+import pytest
 
 TESTS = "assert add(2, 3) == 5\nassert add(-1, 1) == 0\n"
 

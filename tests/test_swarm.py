@@ -3,14 +3,14 @@
 import json
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
 from locomlx.cli import main
 from locomlx.eval.routing import routing_report
 from locomlx.registry import active_adapters, load_registry
 from locomlx.router.embedding import load_embedding_router
 from locomlx.session import GenerationSettings, Session
+
+import pytest
+from click.testing import CliRunner
 
 pytestmark = pytest.mark.real
 LIBRARY = Path(__file__).resolve().parents[1] / "adapters"

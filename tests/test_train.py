@@ -2,18 +2,20 @@
 
 import json
 
+from locomlx.cli import main
+from locomlx.data.training_log import RUN_MARKER, unfilled_lines
+from locomlx.engine.engine import Engine
+from locomlx.errors import LocomlxError
+from locomlx.train.config import load_config
+from locomlx.train.loop import TrainingInterrupted
+from locomlx.train.trainer import resume_config, train
+
 import mlx.core as mx
 import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
 
-from locomlx.cli import main
-from locomlx.engine.engine import Engine
-from locomlx.errors import LocomlxError
-from locomlx.train.config import load_config
-from locomlx.train.loop import TrainingInterrupted
-from locomlx.train.trainer import resume_config, train
 from tests import tiny
 
 
@@ -44,7 +46,8 @@ def test_standard_adapter_directory(tiny_model, data, tmp_path):
     assert record["config"]["lora_rank"] == 4 and len(record["dataset_sha256"]) == 64
     assert set(record["versions"]) == {"locomlx", "mlx", "mlx-lm", "python"}
     log = (out / "training/TRAINING_LOG.md").read_text()
-    assert "| training examples | 108 |" in log and "## Sources and review (fill in)" in log and "tokens/s" in log
+    assert "| training examples | 108 |" in log and "## Review (at least 10% of the generated rows)" in log
+    assert RUN_MARKER in log and "tokens/s" in log.split(RUN_MARKER)[1]
     assert "<polyline" in (out / "training/loss.svg").read_text()
     assert (out / "training/dataset.jsonl").read_bytes() == data["train"].read_bytes()
 
@@ -118,7 +121,8 @@ def test_leaking_training_data_is_refused(tiny_model, data, tmp_path):
 
 def test_existing_output_and_bad_options_are_refused(tiny_model, data, tmp_path):
     (tmp_path / "taken").mkdir()
-    with pytest.raises(LocomlxError, match="already exists; choose another --output"):
+    (tmp_path / "taken" / "adapter_config.json").write_text("{}")
+    with pytest.raises(LocomlxError, match=r"already holds a trained adapter \(adapter_config.json\); choose another"):
         train(_config(tiny_model, data, tmp_path / "taken"))
     with pytest.raises(LocomlxError, match="--target-modules mlp.nope_proj not found"):
         train(_config(tiny_model, data, tmp_path / "y", target_modules="mlp.nope_proj"))
@@ -229,3 +233,44 @@ def test_cli_replay_option(tiny_model, data, tmp_path):
     assert result.exit_code == 0, result.output
     assert "Replay: 5 questions from 1 file(s)" in result.output
     assert len((tmp_path / "cli" / "training/replay.jsonl").read_text().splitlines()) == 5
+
+
+def test_the_guide_s_layout_trains_in_place(tiny_model, data, tmp_path):
+    """An adapter folder holding only its inputs is a valid --output: the benchmark is found in it, the data
+    stays where it is, and everything the student wrote in TRAINING_LOG.md above the run record is kept."""
+    folder = tmp_path / "adapters" / "skill"
+    dataset = tiny.write_jsonl(folder / "training" / "dataset.jsonl", tiny.sentiment_examples(120, 0))
+    bench = tiny.write_jsonl(folder / "eval" / "benchmark.jsonl", tiny.sentiment_examples(60, 0, skip=200))
+    (folder / "training" / "generate.py").write_text("print('my generator')\n")
+    student = "# Training log: skill\n\n## Sources\n\n- **Source**: my own sentences (CC0)\n"
+    (folder / "training" / "TRAINING_LOG.md").write_text(student)
+    before = {p: p.read_bytes() for p in (dataset, bench)}
+    result = train(_config(tiny_model, {"train": dataset}, folder))
+    assert result.output == folder and not (tmp_path / "adapters" / "skill.partial").exists()
+    assert (folder / "adapter_config.json").is_file() and (folder / "adapters.safetensors").is_symlink()
+    assert {p: p.read_bytes() for p in (dataset, bench)} == before
+    record = yaml.safe_load((folder / "training" / "train_config.yaml").read_text())
+    assert record["config"]["benchmark"] == str(bench)
+    log = (folder / "training" / "TRAINING_LOG.md").read_text()
+    assert log.startswith(student.rstrip()) and log.count(RUN_MARKER) == 1 and "| steps |" in log
+    with pytest.raises(LocomlxError, match="already holds a trained adapter"):
+        train(_config(tiny_model, {"train": dataset}, folder))
+    assert (folder / "training" / "generate.py").is_file()
+
+
+def test_a_log_from_the_template_lists_what_is_left_to_fill_in(tiny_model, data, tmp_path):
+    log = (train(_config(tiny_model, data, tmp_path / "skill")).output / "training" / "TRAINING_LOG.md").read_text()
+    assert log.startswith("# Training log: skill") and len(unfilled_lines(log)) >= 8
+    filled = log.replace("(fill in)", "done")
+    assert unfilled_lines(filled) == []
+
+
+def test_long_rows_are_counted_apart_for_replay(tiny_model, data, tmp_path):
+    other = tiny.write_jsonl(tmp_path / "other.jsonl", _other_task(40))
+    messages = []
+    train(_config(tiny_model, data, tmp_path / "skill", replay=[str(other)], replay_per_file=12, replay_max_tokens=6,
+                  max_seq_length=100), on_message=messages.append)
+    (line,) = [m for m in messages if "longer than --max-seq-length 100" in m]
+    assert "truncated (" in line and " of your data, 0 replayed)" in line
+    with pytest.raises(LocomlxError, match="Every training example is longer than --max-seq-length 24"):
+        train(_config(tiny_model, data, tmp_path / "none-left", max_seq_length=24, long_examples="drop"))

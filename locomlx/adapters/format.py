@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import mlx.core as mx
-
 from locomlx.errors import LocomlxError
+
+import mlx.core as mx
 
 WEIGHT_FILES = ("adapter_model.safetensors", "adapters.safetensors")
 

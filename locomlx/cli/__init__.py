@@ -6,17 +6,18 @@ from __future__ import annotations
 import sys
 import traceback
 
-import click
-
 from locomlx._version import __version__
 from locomlx.cli.bench import bench
 from locomlx.cli.chat import chat
+from locomlx.cli.contribute import check, propose
 from locomlx.cli.data import data
 from locomlx.cli.eval import eval_command
 from locomlx.cli.registry import adapters, leaderboard, promote, registry, report
 from locomlx.cli.router import route, router
 from locomlx.cli.train import train_command
 from locomlx.errors import LocomlxError
+
+import click
 
 
 def _clean_errors(invoke, ctx):
@@ -33,6 +34,9 @@ def _clean_errors(invoke, ctx):
 class _Group(click.Group):
     def invoke(self, ctx):
         return _clean_errors(super().invoke, ctx)
+
+    def list_commands(self, ctx):  # in the order a contributor meets them, not alphabetical
+        return list(self.commands)
 
 
 class _Command(click.Command):
@@ -58,8 +62,8 @@ def main(ctx, debug):
     ctx.obj = {"debug": debug}
 
 
-for _command in (chat, bench, data, train_command, eval_command, registry, adapters, leaderboard, promote, report,
-                 route, router):
+for _command in (chat, propose, data, train_command, eval_command, check, registry, adapters, leaderboard, promote,
+                 report, route, router, bench):
     main.add_command(_command)
 
 

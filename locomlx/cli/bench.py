@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-import click
-
 from locomlx.cli.options import base_model_option, json_option
+
+import click
 
 
 @click.command()

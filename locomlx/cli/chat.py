@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import click
-
 from locomlx.cli.options import (
     adapters_dir_option,
     announce_conversion,
@@ -17,6 +15,8 @@ from locomlx.cli.options import (
     router_option,
 )
 from locomlx.errors import LocomlxError
+
+import click
 
 HELP = """Commands:
   /adapter NAME   answer with this adapter (library name or path); 'none' = base model, 'auto' = router,

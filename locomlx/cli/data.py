@@ -6,9 +6,9 @@ import json
 import sys
 from pathlib import Path
 
-import click
-
 from locomlx.cli.options import adapters_dir_option, base_model_option, json_option, library_path
+
+import click
 
 
 @click.group()

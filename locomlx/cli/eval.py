@@ -7,8 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import click
-
 from locomlx.cli.options import (
     MetricName,
     adapters_dir_option,
@@ -20,6 +18,16 @@ from locomlx.cli.options import (
 )
 from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.errors import LocomlxError
+
+import click
+
+
+def _list_metrics(ctx, param, value):
+    if value:
+        from locomlx.scoring.metrics import metrics_markdown
+
+        click.echo(metrics_markdown())
+        ctx.exit()
 
 
 @click.command("eval")
@@ -38,7 +46,9 @@ from locomlx.errors import LocomlxError
 @click.option("--ood-limit", default=None, type=click.IntRange(1),
               help="Score only the first N examples of each out-of-domain benchmark [all].")
 @click.option("--output", default=None, metavar="FILE",
-              help="Also write the results JSON here (an adapter's results.json, or the base model's scores).")
+              help="Write the results JSON here and nowhere else (default: the files under ADAPTER/eval/).")
+@click.option("--list-metrics", is_flag=True, is_eager=True, expose_value=False, callback=_list_metrics,
+              help="Print the registered metrics (what each compares) and exit.")
 @boost_options
 @json_option("results.json instead of the report")
 def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir,
@@ -51,11 +61,14 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
     significance test (McNemar / paired bootstrap) and the verdict: PASS needs
     a significant in-domain gain and no benchmark more than 5 points below
     the base. Writes ADAPTER/eval/{results,base_results,ood_results}.json and
-    outputs.jsonl. Without ADAPTER, scores the base model on --benchmark.
+    outputs.jsonl, or only --output. Progress goes to stderr.
 
-    With --reread, --votes or --ensemble, adapter and base are both run with
-    the enhancement (an ensemble applies to the adapter) and the files go to
-    ADAPTER/eval/enhanced/<enhancements>/, leaving the plain results.json alone.
+    \b
+    --benchmark of another domain: one out-of-domain check (PASS = at most
+      5 points lost there), written to --output or ADAPTER/eval/ood/NAME.json.
+    No ADAPTER: the base model alone on --benchmark.
+    --reread, --votes, --ensemble: adapter and base both run with the
+      enhancement; files go to ADAPTER/eval/enhanced/<enhancements>/.
 
     \b
     Examples:
@@ -63,6 +76,7 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
       locomlx eval adapters/sentiment --limit 50 --no-ood
       locomlx eval --benchmark data/benchmark.jsonl          # base model only
       locomlx eval adapters/math --reread --votes 9 --vote-temperature 0.7
+      locomlx eval adapters/sentiment --benchmark adapters/spam/eval/benchmark.jsonl   # one OOD check
     """
     from locomlx.adapters.library import find_adapter
     from locomlx.atomic import write_json_atomic
@@ -93,9 +107,7 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
         return
     folder = library_path(adapters_dir)
     evaluation = evaluate_adapter(find_adapter(adapter, folder), folder, base_model, benchmark, metric, inference,
-                                  ood=not no_ood, on_progress=show, ensemble=ensemble, ood_limit=ood_limit)
-    written = evaluation.output_dir / "results.json"
-    if output and Path(output).resolve() != written.resolve():
-        write_json_atomic(Path(output), evaluation.results)
+                                  ood=not no_ood, on_progress=show, ensemble=ensemble, ood_limit=ood_limit,
+                                  output=output)
     click.echo(json.dumps(evaluation.results, indent=2) if as_json else format_report(evaluation))
-    sys.exit(0 if evaluation.results["passed"] else 2)
+    sys.exit(0 if evaluation.passed else 2)

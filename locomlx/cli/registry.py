@@ -9,11 +9,11 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-import click
-import yaml
-
 from locomlx.cli.options import adapters_dir_option, echo_json, json_option, library_path
 from locomlx.errors import LocomlxError
+
+import click
+import yaml
 
 # --- locomlx registry ---------------------------------------------------------------------------
 
@@ -109,6 +109,44 @@ def registry_refresh(names, adapters_dir, as_json):
         echo_json(changes)
     else:
         click.echo("\n".join(changes) if changes else "Nothing to change: the registry matches the files.")
+
+
+@registry.command("sync")
+@adapters_dir_option
+@json_option()
+def registry_sync(adapters_dir, as_json):
+    """After adding a domain: score every adapter on the benchmarks it lacks, refresh, retrain the router.
+
+    Each installed adapter whose eval/results.json has no out-of-domain score
+    on some benchmark of the library (a new domain's) is evaluated again with
+    the settings its results record (cached answers are reused, so only the
+    new benchmark is answered); the registry takes the new scores; and the
+    embedding router is retrained if it no longer fits the active adapters.
+    Nothing is done when nothing is missing.
+
+    \b
+    Examples:
+      loco registry sync
+      loco registry sync --adapters-dir my-library --json
+    """
+    from dataclasses import asdict
+
+    from locomlx.cli.options import counter_progress
+    from locomlx.eval.library import sync_library
+
+    report = sync_library(library_path(adapters_dir), on_message=lambda m: click.echo(m, err=True),
+                          on_progress=counter_progress())
+    if as_json:
+        echo_json(asdict(report))
+        return
+    for name, benchmarks in report.evaluated.items():
+        click.echo(f"{name}: now scored on {', '.join(benchmarks)}")
+    for name in report.not_evaluated:
+        click.echo(f"{name}: has no eval/results.json; evaluate it first (CONTRIBUTING.md, step 4)")
+    click.echo("\n".join(report.registry_changes))
+    router = {"current": "the router fits the active adapters", "retrained": "the router was retrained",
+              "none": "no embedding router to retrain"}[report.router]
+    click.echo(f"Synced: {len(report.evaluated)} adapter(s) re-evaluated; {router}.")
 
 
 # --- locomlx adapters ---------------------------------------------------------------------------

@@ -8,9 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
+from locomlx.cli.options import adapters_dir_option, counter_progress, json_option, library_path, router_option
 
-from locomlx.cli.options import adapters_dir_option, json_option, library_path, router_option
+import click
 
 
 def _setup(adapters_dir: str | None, base_model: str | None = None):
@@ -75,8 +75,10 @@ def router_train(adapters_dir, per_domain, layers, seed, as_json):
     from locomlx.router.embedding import save_router, train_embedding_router
 
     library, registry, engine = _setup(adapters_dir)
+    show = counter_progress()
     trained = train_embedding_router(engine, registry, library, per_domain, layers, seed=seed,
-                                     on_progress=lambda m: click.echo(m, err=True))
+                                     on_progress=lambda m: click.echo(m, err=True),
+                                     on_count=lambda done, total: show("embedded queries", done, total))
     path = save_router(trained, library)
     if as_json:
         click.echo(json.dumps(dict(trained.meta, path=str(path)), indent=2))

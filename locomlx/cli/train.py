@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 
-import click
-
 from locomlx.cli.options import (
     adapters_dir_option,
     base_model_option,
@@ -14,6 +12,8 @@ from locomlx.cli.options import (
     training_progress,
 )
 from locomlx.errors import LocomlxError
+
+import click
 
 
 @click.command("train")

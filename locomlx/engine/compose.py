@@ -9,10 +9,10 @@ updates, computed at run time like any adapter (mixed batches included).
 
 from __future__ import annotations
 
-import mlx.core as mx
-
 from locomlx.engine.lora import LoRAWeights
 from locomlx.errors import LocomlxError
+
+import mlx.core as mx
 
 
 def parse_composition(spec: str | None) -> list[tuple[str, float]] | None:

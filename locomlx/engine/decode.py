@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import mlx.core as mx
-
 from locomlx.models.cpu_kernels import MASKED
+
+import mlx.core as mx
 
 
 class StepKV:

@@ -20,10 +20,6 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_unflatten
-
 from locomlx.adapters.format import AdapterFile, read_adapter
 from locomlx.engine.batching import DEFAULT_BATCH, generate_rows
 from locomlx.engine.compose import compose_layer, composition_name, parse_composition
@@ -36,6 +32,10 @@ from locomlx.models.cpu_kernels import attention_installed
 from locomlx.models.load import BaseModel, compute_stream, load_base
 from locomlx.models.resolve import resolve_model
 from locomlx.prompt import fit_prompt
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_unflatten
 
 
 @dataclass

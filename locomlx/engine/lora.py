@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from locomlx.models.layers import linear_dims
+
 import mlx.core as mx
 import mlx.nn as nn
-
-from locomlx.models.layers import linear_dims
 
 
 @dataclass

@@ -9,9 +9,9 @@ the LoRA layers (engine/lora.py) before each forward pass.
 
 from __future__ import annotations
 
-import mlx.core as mx
-
 from locomlx.engine.lora import AdapterMix, AdapterSelection
+
+import mlx.core as mx
 
 
 class AdapterRows:

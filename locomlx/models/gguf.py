@@ -17,11 +17,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import mlx.core as mx
-import numpy as np
-
 from locomlx.errors import LocomlxError
 from locomlx.provenance import file_sha256
+
+import mlx.core as mx
+import numpy as np
 
 GROUP_SIZE = 32
 

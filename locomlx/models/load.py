@@ -12,13 +12,13 @@ import os
 import warnings
 from dataclasses import dataclass
 
-import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_map, tree_unflatten
-
 from locomlx.errors import LocomlxError
 from locomlx.models import cpu_kernels
 from locomlx.models.resolve import ResolvedModel, resolve_model
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten, tree_map, tree_unflatten
 
 COMPUTE_DTYPES = ("auto", "float32", "bfloat16", "quantized")
 # Dequantizing to float32 is refused by `auto` above this share of RAM.

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-import mlx.nn as nn
-
 from locomlx.adapters.format import AdapterFile
 from locomlx.models.layers import linear_dims
 from locomlx.models.resolve import ResolvedModel, resolve_model
 from locomlx.provenance import file_sha256
+
+import mlx.nn as nn
 
 
 @dataclass

@@ -20,6 +20,12 @@ from locomlx.registry.store import edit_registry
 from locomlx.scoring.results import validate_results
 
 
+def ranking_key(adapter_score: float, improvement: float, ood_degradation: float, name: str) -> tuple:
+    """Best first: the higher score, then the larger gain over the base, then the smaller out-of-domain loss,
+    then the name; the leaderboard and the semester report both rank by it, so they agree on ties."""
+    return -adapter_score, -improvement, ood_degradation, name
+
+
 def apply_results(registry: Registry, name: str, results: dict, day: datetime.date | None = None) -> AdapterEntry:
     """Put `results` (a results.json record) into the registry in memory: scores, metric, history."""
     entry = registry.entry(name)
@@ -31,8 +37,11 @@ def apply_results(registry: Registry, name: str, results: dict, day: datetime.da
     entry.metric = entry.metric or results["metric"]
     semester = entry.semester or current_semester(day)
     record = HistoryRecord(semester, name, entry.domain, results["adapter_score"], results["base_model_score"],
-                           results["improvement"], results["ood_degradation"], day.isoformat())
-    registry.history = [r for r in registry.history if (r.semester, r.adapter) != (semester, name)] + [record]
+                           results["improvement"], results["ood_degradation"], day.isoformat(), entry.version,
+                           results["n_examples"], results["inference"].get("ood_limit"))
+    registry.history = [r for r in registry.history
+                        if (r.semester, r.adapter, r.version or entry.version) != (semester, name, entry.version)]
+    registry.history.append(record)
     return entry
 
 
@@ -67,7 +76,8 @@ def semester_trend(registry: Registry, domain: str | None = None) -> dict[str, l
         points, previous = [], None
         for semester in sorted(by_domain[name], key=semester_key):
             records = by_domain[name][semester]
-            best = max(records, key=lambda r: (r.adapter_score, r.improvement))
+            best = min(records, key=lambda r: ranking_key(r.adapter_score, r.improvement, r.ood_degradation,
+                                                          r.adapter))
             change = None if previous is None else best.adapter_score - previous
             points.append(TrendPoint(name, semester, best.adapter, best.adapter_score, best.base_model_score,
                                      best.improvement, len(records), change))

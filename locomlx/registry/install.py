@@ -22,7 +22,7 @@ from locomlx.provenance import file_sha256
 from locomlx.registry.archive import ArchiveLimits, archive_stem, check_adapter_files, extract_archive
 from locomlx.registry.compat import incompatibility, inspect_base
 from locomlx.registry.history import apply_results
-from locomlx.registry.schema import AdapterEntry, Registry, RouterHints, current_semester
+from locomlx.registry.schema import AdapterEntry, Registry, RouterHints, current_semester, version_key
 from locomlx.registry.store import check_registry, library_lock, load_registry, save_registry
 from locomlx.registry.validate import BENCHMARK, RESULTS
 from locomlx.scoring.results import read_results
@@ -118,10 +118,22 @@ def _new_entry(name: str, info: AdapterInfo, source: str | None) -> AdapterEntry
                         router=RouterHints(list(info.keywords), info.description))
 
 
-def _check_free(registry: Registry, library: Path, name: str, in_place: bool) -> None:
-    if name in registry.adapters:
-        raise LocomlxError(f"An adapter named '{name}' is already registered; pick another --name, or remove it "
-                           f"first: locomlx adapters remove {name} --yes")
+def _upgrades(registry: Registry, name: str, version: str) -> AdapterEntry | None:
+    """The registered entry a higher `version` of `name` replaces (None when `name` is new); an error when the
+    version is not higher."""
+    current = registry.adapters.get(name)
+    if current is None:
+        return None
+    if version_key(version) <= version_key(current.version):
+        major, minor, _ = version_key(current.version)
+        raise LocomlxError(f"An adapter named '{name}' is already registered at version {current.version}; to publish "
+                           f"an improved one give a higher --version (e.g. {major}.{minor + 1}.0), or another --name")
+    return current
+
+
+def _check_free(registry: Registry, library: Path, name: str, in_place: bool, version: str) -> None:
+    if _upgrades(registry, name, version) is not None:
+        return
     if not in_place and (library / name).exists():
         raise LocomlxError(f"{library / name} already exists; pick another --name, or register that folder "
                            f"where it is: locomlx adapters install {library / name} --domain DOMAIN")
@@ -136,17 +148,19 @@ def install_adapter(source: str, library: Path, info: AdapterInfo, revision: str
         raise LocomlxError(f"{library} has no registry.yaml with a base model; create one first: "
                            f"locomlx registry init --adapters-dir {library} --quantization Q4_1")
     kind = _source_kind(source)
-    in_place = kind == "folder" and Path(source).expanduser().resolve().parent == library.resolve()
     name = info.name or _default_name(source, kind)
-    if in_place and name != Path(source).resolve().name:
-        raise LocomlxError(f"{source} is already in the library, so its name is its folder name "
-                           f"'{Path(source).resolve().name}', not '{name}'; rename the folder or drop --name")
     hub_source = (f"{source}@{revision}" if revision else source) if kind == "hub" else None
     entry = _new_entry(name, info, hub_source)
     problems = check_registry(Registry(registry.base_model, {name: entry}), str(library / "registry.yaml"))
     if problems:
         raise LocomlxError("; ".join(f"{p.field}: {p.message}" for p in problems))
-    _check_free(registry, library, name, in_place)
+    in_library = kind == "folder" and Path(source).expanduser().resolve().parent == library.resolve()
+    upgrading = _upgrades(registry, name, info.version) is not None
+    in_place = in_library and not upgrading  # a new version in a folder of the library moves into NAME/
+    if in_place and name != Path(source).resolve().name:
+        raise LocomlxError(f"{source} is already in the library, so its name is its folder name "
+                           f"'{Path(source).resolve().name}', not '{name}'; rename the folder or drop --name")
+    _check_free(registry, library, name, in_place, info.version)
 
     staging = None if in_place else Path(tempfile.mkdtemp(prefix=".install-", dir=library))
     try:
@@ -163,6 +177,8 @@ def install_adapter(source: str, library: Path, info: AdapterInfo, revision: str
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+    if upgrading and in_library:
+        shutil.rmtree(Path(source).expanduser())  # now installed as library/NAME
     return entry
 
 
@@ -170,11 +186,19 @@ def _register(library: Path, entry: AdapterEntry, root: Path, in_place: bool, re
     """Move the checked folder into place and register it, as one step under the lock."""
     with library_lock(library):
         registry = load_registry(library)
-        _check_free(registry, library, entry.name, in_place)
+        _check_free(registry, library, entry.name, in_place, entry.version)
+        previous = _upgrades(registry, entry.name, entry.version)
         target = library / entry.name
+        old = None
+        if previous is not None and target.exists():
+            _keep_previous_results(target, root, previous.version)
+            old = Path(tempfile.mkdtemp(prefix=f".previous-{entry.name}-", dir=library)) / entry.name
+            os.rename(target, old)
         if not in_place:
             os.rename(root, target)
         try:
+            if previous is not None:
+                entry.active = previous.active and bool(results and results["passed"])
             registry.adapters[entry.name] = entry
             if results is not None:
                 apply_results(registry, entry.name, results)
@@ -182,7 +206,21 @@ def _register(library: Path, entry: AdapterEntry, root: Path, in_place: bool, re
         except BaseException:
             if not in_place:
                 os.rename(target, root)
+            if old is not None:
+                os.rename(old, target)
             raise
+    if old is not None:
+        shutil.rmtree(old.parent)
+
+
+def _keep_previous_results(current: Path, new: Path, version: str) -> None:
+    """Copy the replaced version's eval/results.json (and the ones it kept) into the new version's folder."""
+    for results in [current / RESULTS, *sorted((current / "eval" / "previous").glob("*/results.json"))]:
+        if results.is_file():
+            kept = results.parent.name if results.parent.parent.name == "previous" else version
+            destination = new / "eval" / "previous" / kept / "results.json"
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(results, destination)
 
 
 def remove_adapter(library: Path, name: str, keep_files: bool = False) -> AdapterEntry:

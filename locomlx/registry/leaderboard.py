@@ -1,10 +1,13 @@
 """`locomlx leaderboard`: adapters ranked within each domain by their registered scores.
 
 Rank order: adapter score, then improvement over the base model, then the
-smaller out-of-domain degradation. Scores are only comparable on one
-benchmark, so a domain whose adapters were scored on different benchmarks (by
-content: two copies of one file are one benchmark) says so. Adapters without
-scores are listed unranked.
+smaller out-of-domain degradation (`ranking_key`, which `locomlx report` uses
+too). Scores are only comparable on one benchmark, so a domain whose adapters
+were scored on different benchmarks (by content: two copies of one file are
+one benchmark), or on different numbers of examples, says so. Adapters without
+scores are listed unranked; an adapter's earlier versions follow it, unranked,
+with the scores the history keeps for them. "significant" (the in-domain gain)
+and "passes" (the whole acceptance bar, out of domain included) are separate.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from locomlx.provenance import file_sha256
-from locomlx.registry.schema import Registry
+from locomlx.registry.history import ranking_key
+from locomlx.registry.schema import Registry, version_key
+from locomlx.scoring.bar import within_ood_bar
 
 
 @dataclass
@@ -32,6 +37,16 @@ class Ranking:
     p_value: float | None = None
     significant: bool | None = None
     benchmark_sha256: str | None = None  # None when the library's copy was not read
+    version: str | None = None
+    previous: bool = False  # an earlier version, from the history
+    n_examples: int | None = None
+    ood_limit: int | None = None
+
+    @property
+    def passes(self) -> bool | None:
+        if self.significant is None or self.ood_degradation is None:
+            return None
+        return bool(self.significant) and within_ood_bar(self.ood_degradation)
 
 
 def _benchmark_sha256(library: Path | None, benchmark: str | None) -> str | None:
@@ -44,37 +59,90 @@ def leaderboard(registry: Registry, domain: str | None = None, library: Path | N
     board: dict[str, list[Ranking]] = {}
     for entry in registry.adapters.values():
         if domain is None or entry.domain == domain:
+            latest = _latest_record(registry, entry.name, entry.version)
             board.setdefault(entry.domain, []).append(Ranking(
                 entry.domain, None, entry.name, entry.active, entry.semester, entry.metric, entry.benchmark,
                 **(asdict(entry.scores) if entry.scores else {}),
-                benchmark_sha256=_benchmark_sha256(library, entry.benchmark)))
+                benchmark_sha256=_benchmark_sha256(library, entry.benchmark), version=entry.version,
+                n_examples=latest.n_examples if latest else None, ood_limit=latest.ood_limit if latest else None))
     for rankings in board.values():
-        rankings.sort(key=lambda r: (r.adapter_score is None, -(r.adapter_score or 0), -(r.improvement or 0),
-                                     r.ood_degradation or 0, r.name))
+        rankings.sort(key=lambda r: (r.adapter_score is None, ranking_key(r.adapter_score or 0, r.improvement or 0,
+                                                                          r.ood_degradation or 0, r.name)))
         for position, ranking in enumerate(r for r in rankings if r.adapter_score is not None):
             ranking.rank = position + 1
+        for ranking in list(rankings):
+            at = rankings.index(ranking) + 1
+            rankings[at:at] = _previous_versions(registry, ranking)
     return dict(sorted(board.items()))
+
+
+def _latest_record(registry: Registry, name: str, version: str):
+    records = [r for r in registry.history if r.adapter == name and (r.version or version) == version]
+    return max(records, key=lambda r: r.recorded) if records else None
+
+
+def _previous_versions(registry: Registry, current: Ranking) -> list[Ranking]:
+    """Rows for the earlier versions of `current`'s adapter, newest first, from the history."""
+    latest: dict[str, object] = {}
+    for record in registry.history:
+        if record.adapter == current.name and record.version and record.version != current.version:
+            if record.version not in latest or record.recorded >= latest[record.version].recorded:
+                latest[record.version] = record
+    rows = []
+    for version in sorted(latest, key=version_key, reverse=True):
+        r = latest[version]
+        rows.append(Ranking(current.domain, None, current.name, False, r.semester, current.metric, current.benchmark,
+                            r.adapter_score, r.base_model_score, r.improvement, r.ood_degradation,
+                            version=version, previous=True, n_examples=r.n_examples, ood_limit=r.ood_limit))
+    return rows
 
 
 def mixed_benchmarks(rankings: list[Ranking]) -> bool:
     return len({r.benchmark_sha256 or r.benchmark for r in rankings if r.rank is not None}) > 1
 
 
+def size_notes(rankings: list[Ranking]) -> list[str]:
+    """A note for each row scored on another number of examples, in or out of domain, than the domain's best."""
+    scored = [r for r in rankings if r.adapter_score is not None and r.n_examples is not None]
+    if not scored:
+        return []
+    first = scored[0]
+    notes = []
+    for r in scored[1:]:
+        if r.n_examples != first.n_examples:
+            notes.append(f"{r.name} {r.version} was scored on {r.n_examples} examples, "
+                         f"{first.name} {first.version} on {first.n_examples}")
+        if r.ood_limit != first.ood_limit:
+            notes.append(f"{r.name} {r.version}'s out-of-domain drop is over {_ood_size(r.ood_limit)}, "
+                         f"{first.name} {first.version}'s over {_ood_size(first.ood_limit)}")
+    return notes
+
+
+def _ood_size(limit: int | None) -> str:
+    return "every example of each other benchmark" if limit is None else f"the first {limit} of each other benchmark"
+
+
+def _yes(value: bool | None) -> str:
+    return "" if value is None else ("yes" if value else "no")
+
+
 def _cells(r: Ranking) -> list[str]:
-    if r.rank is None:
-        return ["-", r.name + (" *" if r.active else ""), "not evaluated", "", "", "", r.semester or ""]
-    return [str(r.rank), r.name + (" *" if r.active else ""), f"{r.adapter_score:.3f}", f"{r.improvement:+.3f}",
-            f"{r.ood_degradation:.3f}", "yes" if r.significant else "no", r.semester or ""]
+    name = r.name + (" *" if r.active else "")
+    version = (r.version or "") + (" (earlier)" if r.previous else "")
+    if r.adapter_score is None:
+        return ["-", name, version, "not evaluated", "", "", "", "", r.semester or ""]
+    return ["-" if r.rank is None else str(r.rank), name, version, f"{r.adapter_score:.3f}", f"{r.improvement:+.3f}",
+            f"{r.ood_degradation:.3f}", _yes(r.significant), _yes(r.passes), r.semester or ""]
 
 
-HEADINGS = ["#", "adapter", "score", "vs base", "ood drop", "significant", "semester"]
+HEADINGS = ["#", "adapter", "version", "score", "vs base", "ood drop", "significant", "passes bar", "semester"]
 MIXED_NOTE = "scores come from different benchmarks and are not directly comparable"
 
 
 def format_leaderboard(board: dict[str, list[Ranking]]) -> str:
     if not board:
         return "No adapters registered."
-    widths = [3, 26, 13, 8, 8, 11, 12]
+    widths = [3, 26, 16, 13, 8, 8, 11, 10, 12]
     lines = []
     for domain, rankings in board.items():
         lines.append(f"{domain} ({rankings[0].metric or 'metric unknown'}; * = active)")
@@ -82,6 +150,7 @@ def format_leaderboard(board: dict[str, list[Ranking]]) -> str:
         lines += ["  " + " ".join(c.ljust(w) for c, w in zip(_cells(r), widths)).rstrip() for r in rankings]
         if mixed_benchmarks(rankings):
             lines.append(f"  note: {MIXED_NOTE}")
+        lines += [f"  note: {note}" for note in size_notes(rankings)]
     return "\n".join(lines)
 
 
@@ -102,4 +171,5 @@ def format_markdown(board: dict[str, list[Ranking]], academic_year: str | None) 
             lines.append("| " + " | ".join(cells) + " |")
         if mixed_benchmarks(rankings):
             lines += ["", f"Note: {MIXED_NOTE}."]
+        lines += [f"\nNote: {note}." for note in size_notes(rankings)]
     return "\n".join(lines) + "\n"

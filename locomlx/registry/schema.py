@@ -19,12 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Callable
 
-import yaml
-
 from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
 from locomlx.scoring.metrics import metric_names
 from locomlx.scoring.results import SCHEMA as RESULTS_SCHEMA
+
+import yaml
 
 SCHEMA_VERSION = 2
 NAME = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
@@ -163,6 +163,9 @@ class HistoryRecord:
     improvement: float
     ood_degradation: float
     recorded: str
+    version: str | None = None  # the adapter version these scores belong to
+    n_examples: int | None = None  # benchmark examples scored
+    ood_limit: int | None = None  # examples scored per out-of-domain benchmark (None = all)
 
 
 @dataclass
@@ -237,6 +240,9 @@ HISTORY_FIELDS = {
     "domain": Field(str, "its domain", required=True),
     **{name: SCORE_FIELDS[name] for name in ("adapter_score", "base_model_score", "improvement", "ood_degradation")},
     "recorded": Field(str, "date the scores were recorded", required=True, pattern=DATE, example="2026-11-22"),
+    "version": Field(str, "the adapter version the scores belong to", pattern=SEMVER, example="1.0.0"),
+    "n_examples": Field(int, "benchmark examples scored"),
+    "ood_limit": Field(int, "examples scored per out-of-domain benchmark (absent: all)"),
 }
 TOP_FIELDS = {
     "version": Field(int, "schema version", required=True, choices=(SCHEMA_VERSION,)),
@@ -467,13 +473,21 @@ def format_registry(registry: Registry) -> str:
     return HEADER + yaml.dump(data, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
 
 
-def registry_hash(registry: Registry) -> str:
-    """Stable hash of what a trained router depends on: names, domains, active flags, paths and weights.
+def version_key(version: str) -> tuple[int, int, int]:
+    """'1.10.0' -> (1, 10, 0), for ordering versions (a pre-release suffix is ignored)."""
+    major, minor, patch = re.match(r"(\d+)\.(\d+)\.(\d+)", version).groups()
+    return int(major), int(minor), int(patch)
 
-    Router hints are left out: the keyword router reads them afresh on every start.
+
+def registry_hash(registry: Registry) -> str:
+    """Stable hash of what a trained router depends on: the active adapters' names, domains, paths and weights.
+
+    A router routes to active adapters only and learns from their data, so installing, changing or removing
+    an inactive one never makes it stale. Router hints are left out: the keyword router reads them afresh
+    on every start.
     """
-    view = {name: {"domain": e.domain, "active": e.active, "path": e.path, "sha256": e.sha256}
-            for name, e in registry.adapters.items()}
+    view = {name: {"domain": e.domain, "path": e.path, "sha256": e.sha256}
+            for name, e in registry.adapters.items() if e.active}
     return hashlib.sha256(json.dumps(view, sort_keys=True).encode()).hexdigest()
 
 

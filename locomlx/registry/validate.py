@@ -18,6 +18,7 @@ from locomlx.data.checks import check_file, library_benchmarks
 from locomlx.data.records import Problem
 from locomlx.errors import LocomlxError
 from locomlx.provenance import file_sha256
+from locomlx.registry.checklist import missing_ood_benchmarks, same_domain_benchmarks
 from locomlx.registry.compat import BaseFacts, incompatibility, inspect_base
 from locomlx.registry.schema import AdapterEntry, Registry
 from locomlx.registry.store import read_registry, registry_path
@@ -110,6 +111,12 @@ class _Validation:
         if entry.metric is not None and entry.metric != results["metric"]:
             self.error(keys + ("metric",), f"is {entry.metric} but {path} was scored with {results['metric']}; "
                                            "fix the metric or re-evaluate")
+        missing = missing_ood_benchmarks(self.library / entry.path, self.library, results,
+                                         same_domain_benchmarks(self.registry, self.library, entry.name))
+        if missing:
+            self.error(keys + ("scores", "ood_degradation"),
+                       f"has no out-of-domain score on {', '.join(map(str, missing))} (a domain added after "
+                       f"{entry.name} was evaluated); score it there with: loco registry sync", "warning")
         benchmark = self.library / entry.benchmark if entry.benchmark else None
         if benchmark and benchmark.is_file() and file_sha256(benchmark) != results["benchmark_sha256"]:
             self.error(keys + ("benchmark",), f"{benchmark} changed after {path} was written; re-evaluate: "

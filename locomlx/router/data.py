@@ -55,11 +55,13 @@ def _general(library: Path, split: str) -> list[Query]:
 
 def _domain_queries(registry: Registry, library: Path, split: str) -> list[Query]:
     """Each installed adapter's queries, labelled with its domain; a domain without an active adapter
-    has no specialist to route to, so its queries belong to `general` (the base model answers)."""
+    has no specialist to route to, so its queries belong to `general` (the base model answers).
+    Training uses the active adapters' data only, so an inactive adapter never changes a trained router
+    (registry_hash); held-out queries come from every installed adapter's benchmark."""
     served = set(active_adapters(registry))
     queries = []
     for entry in registry.adapters.values():
-        if not entry.installed:
+        if not entry.installed or (split == "train" and not entry.active):
             continue
         relative = "training/dataset.jsonl" if split == "train" else "eval/benchmark.jsonl"
         path = library / entry.path / relative

@@ -22,9 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import mlx.core as mx
-import numpy as np
-
 from locomlx.atomic import write_bytes_atomic
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
@@ -40,6 +37,9 @@ from locomlx.router.classifier import (
 )
 from locomlx.router.data import Query, routing_queries
 from locomlx.router.decision import GENERAL, RouteDecision
+
+import mlx.core as mx
+import numpy as np
 
 LAYERS = 8
 MAX_TOKENS = 96
@@ -58,8 +58,9 @@ def _plain_base(engine: Engine):
 
 
 def embed_queries(engine: Engine, texts: list[str], layers: int = LAYERS, max_tokens: int = MAX_TOKENS,
-                  batch_size: int = 32) -> np.ndarray:
-    """(len(texts), hidden) mean-pooled hidden states after the first `layers` blocks of the base model."""
+                  batch_size: int = 32, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(len(texts), hidden) mean-pooled hidden states after the first `layers` blocks of the base model;
+    `on_progress(done, total)` after every batch."""
     inner = engine.model.model
     if layers < 1:
         raise LocomlxError(f"Router layers must be at least 1, got {layers}.")
@@ -77,6 +78,8 @@ def embed_queries(engine: Engine, texts: list[str], layers: int = LAYERS, max_to
                 hidden = block(hidden, "causal" if width > 1 else None, cache=None)
             mean = (hidden.astype(mx.float32) * keep).sum(axis=1) / keep.sum(axis=1)
             pooled.append(np.array(mean))
+            if on_progress:
+                on_progress(min(start + batch_size, len(encoded)), len(encoded))
     return np.concatenate(pooled)
 
 
@@ -119,7 +122,8 @@ def _labels(queries: list[Query], classes: list[str]) -> np.ndarray:
 
 def train_embedding_router(engine: Engine, registry: Registry, library: Path, per_domain: int = 600,
                            layers: int = LAYERS, max_tokens: int = MAX_TOKENS, seed: int = 0,
-                           on_progress: Callable[[str], None] | None = None) -> EmbeddingRouter:
+                           on_progress: Callable[[str], None] | None = None,
+                           on_count: Callable[[int, int], None] | None = None) -> EmbeddingRouter:
     """Fit, calibrate and threshold the classifier on the library's training queries (80/20 split)."""
     started = time.perf_counter()
     layers = min(layers, len(engine.model.model.layers))  # a model with fewer blocks runs them all
@@ -133,7 +137,7 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
     random.Random(seed).shuffle(queries)
     if on_progress:
         on_progress(f"embedding {len(queries)} training queries with the first {layers} blocks of the base model")
-    features = embed_queries(engine, [q.text for q in queries], layers, max_tokens)
+    features = embed_queries(engine, [q.text for q in queries], layers, max_tokens, on_progress=on_count)
     labels = _labels(queries, classes)
     cut = int(len(queries) * 0.8)
     classifier = fit_logistic(features[:cut], labels[:cut], classes)
@@ -171,6 +175,21 @@ def save_router(router: EmbeddingRouter, library: Path) -> Path:
     return path
 
 
+def router_is_current(meta: dict, registry: Registry) -> bool:
+    """Whether a router trained with `meta` (its saved facts) still fits the registry's active adapters."""
+    return meta.get("registry_hash") == registry_hash(registry)
+
+
+def saved_router_meta(library: Path) -> dict | None:
+    """The saved router's facts, or None when there is none or it cannot be read."""
+    path = router_file(library)
+    try:
+        with np.load(path) as saved:
+            return json.loads(str(saved["meta"]))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def load_embedding_router(engine: Engine, registry: Registry, library: Path) -> EmbeddingRouter:
     """The saved router; refused when the registry or base model changed since it was trained."""
     path = router_file(library)
@@ -184,9 +203,10 @@ def load_embedding_router(engine: Engine, registry: Registry, library: Path) -> 
                                           saved["bias"], meta["temperature"])
     except (OSError, ValueError, KeyError) as exc:
         raise LocomlxError(f"Cannot read the router {path} ({exc}); {retrain}.") from exc
-    if meta["registry_hash"] != registry_hash(registry):
-        raise LocomlxError(f"The router {path} was trained for a different registry (adapters were added, removed, "
-                           f"promoted or changed since {meta['trained']}); {retrain}.")
+    if not router_is_current(meta, registry):
+        raise LocomlxError(f"The router {path} was trained for a different registry (an active adapter was promoted, "
+                           f"changed or removed since {meta['trained']}); {retrain}, or `loco registry sync`, which "
+                           "also evaluates what a new domain needs.")
     if meta["base_model"] != engine.base.resolved.reference:
         raise LocomlxError(f"The router {path} was trained on base model '{meta['base_model']}', not "
                            f"'{engine.base.resolved.reference}'; {retrain}.")

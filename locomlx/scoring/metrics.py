@@ -86,6 +86,15 @@ def get_metric(name: str) -> Metric:
     return metric
 
 
+def metrics_markdown() -> str:
+    """The metrics table of docs/evaluation.md (tests/test_metric_registry.py keeps the page equal to it)."""
+    rows = ["| metric | benchmark rows need | what the comparison ignores or does |", "| --- | --- | --- |"]
+    for metric in _METRICS.values():
+        needs = ", ".join(f"`{name}` ({kind.__name__})" for name, kind in metric.requires.items()) or "—"
+        rows.append(f"| `{metric.name}` | {needs} | {metric.normalises} |")
+    return "\n".join(rows)
+
+
 def choose_metric(examples: list[Example], override: str | None) -> str:
     """The metric a benchmark is scored with: `override`, else the one its rows name (exact_match when none);
     every row must carry the fields that metric needs."""
@@ -156,6 +165,18 @@ def _choice_key(output: str, example: Example | None) -> str:
                             "compared lowercased without punctuation")
 def _choice(output: str, example: Example) -> Score:
     return text.choice(output, example.output, example.extra["choices"])
+
+
+def _cased_key(output: str, example: Example | None) -> str:
+    return text.extract_answer(output).strip()
+
+
+@register_metric("exact_match_cased", answer_key=_cased_key,
+                 normalises="the final answer is extracted as for exact_match, then must equal the reference's "
+                            "exactly: case, punctuation and articles count (surrounding spaces do not)")
+def _exact_match_cased(output: str, example: Example) -> Score:
+    extracted = text.extract_answer(output).strip()
+    return Score(float(extracted == text.extract_answer(example.output).strip()), extracted)
 
 
 @register_metric("rouge_l", normalises="ROUGE-L F1 over lowercased word tokens (punctuation ignored)")

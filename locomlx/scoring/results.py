@@ -30,7 +30,8 @@ SCHEMA: dict[str, tuple[type | tuple, str]] = {
     "base_model_ci95": (list, "[low, high] bootstrap 95% interval of base_model_score"),
     "p_value": ((int, float), "paired test, adapter vs base (McNemar exact for 0/1 scores, else paired bootstrap)"),
     "significant": (bool, "p_value < 0.05 and improvement > 0"),
-    "ood": (list, "per other benchmark: {benchmark, adapter_score, base_model_score, degradation}"),
+    "ood": (list, "per other benchmark: {benchmark, benchmark_sha256, metric, n_examples, adapter_score, "
+                  "base_model_score, degradation}"),
     "ood_degradation": ((int, float), "largest base_model_score - adapter_score over the ood benchmarks (0 if none)"),
     "passed": (bool, "significant in-domain gain and ood_degradation <= 0.05"),
     "judge_sd": ((int, float, type(None)), "judge metric: standard deviation of the adapter's score over the "

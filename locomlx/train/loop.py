@@ -18,14 +18,14 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from locomlx.errors import LocomlxError
+from locomlx.train.config import TrainConfig
+
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from mlx.utils import tree_flatten, tree_map, tree_unflatten
-
-from locomlx.errors import LocomlxError
-from locomlx.train.config import TrainConfig
 
 PAD_MULTIPLE = 32
 

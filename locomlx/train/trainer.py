@@ -8,18 +8,15 @@ the configuration stored there.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
-
-import mlx.core as mx
-import numpy as np
-import yaml
-from mlx.utils import tree_flatten
 
 from locomlx._version import __version__
 from locomlx.adapters.library import library_dir
@@ -34,6 +31,11 @@ from locomlx.provenance import file_sha256, hardware, versions
 from locomlx.train.config import TrainConfig, load_config
 from locomlx.train.loop import Encoded, LoopState, add_lora_layers, run_loop
 from locomlx.train.report import DataStats, loss_svg, training_log
+
+import mlx.core as mx
+import numpy as np
+import yaml
+from mlx.utils import tree_flatten
 
 
 @dataclass
@@ -104,7 +106,7 @@ def _facts(config: TrainConfig, base, name: str) -> dict:
     }
 
 
-def _write_adapter(directory: Path, model, config: TrainConfig, n_layers: int) -> None:
+def _write_adapter(directory: Path, model, config: TrainConfig, n_layers: int, base_model: str) -> None:
     dtype = getattr(mx, config.save_dtype)
     weights = {k: v.astype(dtype) for k, v in tree_flatten(model.trainable_parameters())}
     mx.save_safetensors(str(directory / "adapter_model.safetensors"), weights, metadata={"format": "mlx"})
@@ -117,7 +119,7 @@ def _write_adapter(directory: Path, model, config: TrainConfig, n_layers: int) -
         "num_layers": config.lora_layer_count(n_layers),
         "lora_parameters": {"rank": config.lora_rank, "scale": config.lora_scale, "dropout": config.lora_dropout,
                             "keys": config.target_modules},
-        "base_model": config.base_model or "smollm2-135m",
+        "base_model": base_model,  # as resolved: --base-model, else $LOCOMLX_BASE_MODEL, else the default
         "locomlx_version": __version__,
     }
     (directory / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2))
@@ -152,16 +154,53 @@ def resume_config(output: str | Path) -> TrainConfig:
     return load_config(None, yaml.safe_load(stored.read_text())["config"])
 
 
-def train(config: TrainConfig, resume: bool = False, on_progress: Callable | None = None,
-          on_message: Callable[[str], None] = lambda msg: None) -> TrainResult:
-    started = time.perf_counter()
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapters.safetensors")
+
+
+def _prepare_output(config: TrainConfig, resume: bool) -> TrainConfig:
+    """Refuse an output that would be overwritten, and take the benchmark from it when it has one.
+
+    An adapter folder that holds only its inputs (the contributing guide's layout: training/dataset.jsonl,
+    training/TRAINING_LOG.md, training/generate.py, eval/benchmark.jsonl) is trained in place; a folder
+    that already holds a trained adapter is never overwritten."""
     output = Path(config.output)
     partial = partial_dir(output)
-    if output.exists():
-        raise LocomlxError(f"{output} already exists; choose another --output or delete it first.")
+    trained = [name for name in ADAPTER_FILES if (output / name).exists() or (output / name).is_symlink()]
+    if output.exists() and (not output.is_dir() or trained):
+        what = f"already holds a trained adapter ({', '.join(trained)})" if trained else "exists and is not a folder"
+        raise LocomlxError(f"{output} {what}; choose another --output, or delete it first. To improve an adapter, "
+                           f"train the new version into a folder of its own (e.g. {output.name}-v2) and register it "
+                           f"with the same name and a higher --version (CONTRIBUTING.md, 'Improving an adapter').")
     if not resume and partial.exists():
         raise LocomlxError(f"An interrupted run exists in {partial}; "
                            "continue it with --resume, or delete it to start over.")
+    in_place = output / "eval" / "benchmark.jsonl"
+    if config.benchmark is None and in_place.is_file():
+        config = dataclasses.replace(config, benchmark=str(in_place))
+    return config
+
+
+def _move_into(partial: Path, output: Path) -> None:
+    """Make the finished run `output`: a rename when `output` does not exist, else (training in place) every
+    file moved in, the adapter's config last, so the folder holds a usable adapter only once all is there."""
+    if not output.exists():
+        partial.rename(output)
+        return
+    files = sorted(p for p in partial.rglob("*") if p.is_file() or p.is_symlink())
+    last = partial / "adapter_config.json"
+    for path in [p for p in files if p != last] + [last]:
+        target = output / path.relative_to(partial)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+    shutil.rmtree(partial)
+
+
+def train(config: TrainConfig, resume: bool = False, on_progress: Callable | None = None,
+          on_message: Callable[[str], None] = lambda msg: None) -> TrainResult:
+    started = time.perf_counter()
+    config = _prepare_output(config, resume)
+    output = Path(config.output)
+    partial = partial_dir(output)
 
     base = load_base(resolve_model(config.base_model), config.compute_dtype)
     benchmarks = _benchmarks(config)
@@ -172,11 +211,14 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
     train_data, truncated, dropped = encode_examples(base.tokenizer, train_examples, config.max_seq_length,
                                                      config.long_examples)
     val_data, _, _ = encode_examples(base.tokenizer, val_examples, config.max_seq_length, config.long_examples)
+    if not train_data:
+        raise LocomlxError(f"Every training example is longer than --max-seq-length {config.max_seq_length} tokens "
+                           "and was dropped; raise --max-seq-length (or use long_examples: truncate).")
     lengths = [len(t) for t, _ in train_data]
     stats = DataStats(len(train_data), len(val_data), truncated, dropped, float(np.mean(lengths)), max(lengths),
                       float(np.mean([len(t) - o for t, o in train_data])), len(replayed))
     if truncated or dropped:
-        on_message(f"{truncated} examples truncated and {dropped} dropped at --max-seq-length {config.max_seq_length}.")
+        on_message(_length_message(base.tokenizer, train_examples, replayed, config))
 
     add_lora_layers(base.model, config)
     facts = _facts(config, base, output.name)
@@ -187,20 +229,45 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
 
     state = run_loop(base.model, train_data, val_data, config, partial / "checkpoint", resume, on_progress)
 
-    _write_adapter(partial, base.model, config, len(base.model.layers))
-    shutil.copyfile(config.dataset, partial / "training" / "dataset.jsonl")
+    _write_adapter(partial, base.model, config, len(base.model.layers), base.resolved.reference)
+    dataset = partial / "training" / "dataset.jsonl"
+    if not _same_file(config.dataset, output / "training" / "dataset.jsonl"):
+        shutil.copyfile(config.dataset, dataset)
     if replayed:
         (partial / "training" / "replay.jsonl").write_text("".join(
             json.dumps({"instruction": e.instruction, "input": e.input, "output": e.output}, ensure_ascii=False) + "\n"
             for e in replayed), encoding="utf-8")
-    if config.benchmark:
+    if config.benchmark and not _same_file(config.benchmark, output / "eval" / "benchmark.jsonl"):
         (partial / "eval").mkdir(exist_ok=True)
         shutil.copyfile(config.benchmark, partial / "eval" / "benchmark.jsonl")
     facts.update(finished=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                  wall_seconds=time.perf_counter() - started, peak_memory_mb=peak_memory_mb(),
                  software=", ".join(f"{k} {v}" for k, v in facts["versions"].items()))
     (partial / "training" / "loss.svg").write_text(loss_svg(state))
-    (partial / "training" / "TRAINING_LOG.md").write_text(training_log(config, state, stats, facts))
+    student_log = output / "training" / "TRAINING_LOG.md"
+    existing = student_log.read_text(encoding="utf-8") if student_log.is_file() else None
+    (partial / "training" / "TRAINING_LOG.md").write_text(training_log(config, state, stats, facts, existing))
     shutil.rmtree(partial / "checkpoint", ignore_errors=True)
-    partial.rename(output)
+    _move_into(partial, output)
     return TrainResult(output, state, stats)
+
+
+def _same_file(a: str | Path, b: Path) -> bool:
+    return b.exists() and Path(a).resolve() == b.resolve()
+
+
+def _length_message(tokenizer, train_examples: list[Example], replayed: list[Example], config: TrainConfig) -> str:
+    """How many examples --max-seq-length truncated and dropped, and how many of them were replayed rows."""
+    replay_ids = {id(e) for e in replayed}
+    counts = {"truncated": [0, 0], "dropped": [0, 0]}
+    for ex in train_examples:
+        tokens, offset = render_example(tokenizer, ex.instruction, ex.input, ex.output)
+        if len(tokens) > config.max_seq_length:
+            kind = "dropped" if config.long_examples == "drop" or offset >= config.max_seq_length - 1 else "truncated"
+            counts[kind][id(ex) in replay_ids] += 1
+    parts = []
+    for kind, (own, replay) in counts.items():
+        of_which = f" ({own} of your data, {replay} replayed)" if replayed else ""
+        parts.append(f"{own + replay} {kind}{of_which}")
+    return (f"Training examples longer than --max-seq-length {config.max_seq_length} tokens: {' and '.join(parts)}. "
+            "Raise --max-seq-length to keep them whole.")
