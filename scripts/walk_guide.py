@@ -162,6 +162,7 @@ class Step:
     exit_code: int
     seconds: float
     output: str
+    peak_memory_mb: float  # the command's own peak resident memory (its process and none other)
 
 
 def prepare(workdir: Path, library: Path) -> None:
@@ -182,8 +183,14 @@ def run_command(command: str, workdir: Path, env: dict) -> Step:
     elif argv[0] == "python":
         argv[0] = sys.executable
     start = time.perf_counter()
-    done = subprocess.run(argv, cwd=workdir, env=env, capture_output=True, text=True)
-    return Step(command, done.returncode, time.perf_counter() - start, done.stdout + done.stderr)
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        log.seek(0)
+        output = log.read().decode("utf-8", errors="replace")
+    peak = usage.ru_maxrss / (1024 * 1024) if sys.platform == "darwin" else usage.ru_maxrss / 1024
+    return Step(command, process.returncode, time.perf_counter() - start, output, peak)
 
 
 def walk(workdir: Path, library: Path, env: dict | None = None, on_step=None) -> list[Step]:
@@ -211,14 +218,25 @@ def _report(steps: list[Step], workdir: Path) -> str:
              "Written by `python scripts/walk_guide.py`: every command of [CONTRIBUTING.md](../CONTRIBUTING.md), "
              "as written, on a copy of the shipped library with the embedded SmolLM2-135M, adding the domain "
              f"`{DOMAIN}` (past-tense rewrites, `exact_match_cased`).", "",
-             "| command | exit | minutes |", "| --- | ---: | ---: |"]
-    lines += [f"| `{s.command}` | {s.exit_code} | {s.seconds / 60:.1f} |" for s in steps]
+             "| command | exit | minutes | peak memory (MB) |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| `{s.command}` | {s.exit_code} | {s.seconds / 60:.1f} | {s.peak_memory_mb:.0f} |" for s in steps]
     lines += ["", f"Total {sum(s.seconds for s in steps) / 60:.1f} minutes. The new adapter: {results['metric']} "
               f"{results['adapter_score']:.3f} against the base model's {results['base_model_score']:.3f} "
               f"(p = {results['p_value']:.2g}), largest out-of-domain loss {results['ood_degradation']:.3f}: "
-              f"{'PASS' if results['passed'] else 'FAIL'}.", "", "The last command's output:", "", "```",
+              f"{'PASS' if results['passed'] else 'FAIL'}.", "",
+              f"Disk: the new adapter's folder {_megabytes(workdir / 'adapters' / DOMAIN):.0f} MB; the virtual "
+              f"environment {_megabytes(Path(sys.prefix)):.0f} MB; the converted base model and answer caches "
+              f"{_megabytes(_cache()):.0f} MB ({_cache()}).", "", "The last command's output:", "", "```",
               steps[-1].output.strip(), "```", ""]
     return "\n".join(lines)
+
+
+def _megabytes(folder: Path) -> float:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.is_symlink()) / 1e6
+
+
+def _cache() -> Path:
+    return Path(os.environ.get("LOCOMLX_CACHE", Path.home() / ".cache" / "locomlx"))
 
 
 def main() -> int:
@@ -232,8 +250,8 @@ def main() -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     try:
         steps = walk(workdir, Path(args.library),
-                     on_step=lambda s: print(f"[{s.seconds / 60:5.1f} min, exit {s.exit_code}] {s.command}",
-                                             flush=True))
+                     on_step=lambda s: print(f"[{s.seconds / 60:5.1f} min, {s.peak_memory_mb:5.0f} MB, exit "
+                                             f"{s.exit_code}] {s.command}", flush=True))
         Path(args.out).write_text(_report(steps, workdir), encoding="utf-8")
         print(f"wrote {args.out}")
     finally:

@@ -96,3 +96,12 @@ def test_step_5_registers_syncs_and_passes_the_checklist(walked):
         assert missing_ood_benchmarks(library / entry.path, library, results,
                                       same_domain_benchmarks(registry, library, name)) == [], name
     assert [p for p in validate_library(library) if p.severity == "error"] == []
+
+
+@pytest.mark.parametrize("script, usage", [("fine_tune.py", "--dataset"), ("evaluate.py", "--adapter")])
+def test_the_guide_s_scripts_teach_their_own_usage(script, usage):
+    import subprocess
+
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--help"], capture_output=True, text=True)
+    assert done.returncode == 0 and done.stdout.startswith(f"Usage: {script} [OPTIONS]"), done.stdout[:200]
+    assert usage in done.stdout and "Examples:" in done.stdout

@@ -202,3 +202,16 @@ def test_route_and_router_cli(routed):
     assert all(row["n_examples"] == 8 for row in report["task"])
     result = runner.invoke(main, ["route", "--router", "nope", "--adapters-dir", str(library), "x"])
     assert result.exit_code == 1 and "Unknown router 'nope'" in result.output
+
+
+def test_the_headline_experiment_scores_every_system(routed):
+    from locomlx.eval.swarm import SYSTEMS, SwarmSettings, run_swarm_experiment
+
+    library, _, _ = routed
+    facts = run_swarm_experiment(library, SwarmSettings(limit=4, max_tokens=4, latency_queries=1),
+                                 on_progress=lambda m: None)
+    assert set(facts["systems"]) == set(SYSTEMS) and facts["domains"] == ["math", "sentiment"]
+    assert facts["examples"] == 8 and facts["systems"]["base"]["p_value"] is None
+    for system in facts["systems"].values():
+        assert 0 <= system["ci95"][0] <= system["score"] <= system["ci95"][1] <= 1
+    assert facts["routing_accuracy"] > 0.9 and facts["latency_seconds_mean"] > 0

@@ -31,7 +31,7 @@ def _list_metrics(ctx, param, value):
 
 
 @click.command("eval")
-@click.argument("adapter", required=False, metavar="ADAPTER")
+@click.argument("adapter", required=False, metavar="[ADAPTER]")
 @click.option("--adapter", "adapter_option", default=None, metavar="DIR",
               help="The adapter, as an option (the contributing guide's form): the same as ADAPTER.")
 @base_model_option

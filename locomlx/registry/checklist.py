@@ -7,6 +7,7 @@ but do not fail the check: a pull request may report an adapter that does not pa
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -45,10 +46,22 @@ def _files(folder: Path) -> Item:
     missing = [n for n in needed if not (folder / n).is_file()]
     if not any((folder / n).is_file() for n in WEIGHT_FILES):
         missing.append(WEIGHT_FILES[0])
-    if not list((folder / "training").glob("*.py")):
+    if _data_script(folder) is None:
         missing.append("training/generate.py (the script that builds the data)")
     return Item("adapter files", not missing, f"missing {', '.join(missing)}" if missing else
                 "weights, config, data, benchmark, training log and data script present")
+
+
+def _data_script(folder: Path) -> Path | None:
+    """The script that builds the adapter's data: a .py in training/, else one its TRAINING_LOG.md names that
+    exists in the library's project (the shipped adapters' builders live in scripts/data/)."""
+    scripts = sorted((folder / "training").glob("*.py"))
+    if scripts:
+        return scripts[0]
+    log = folder / "training" / "TRAINING_LOG.md"
+    named = re.findall(r"[\w./-]+\.py\b", log.read_text(encoding="utf-8")) if log.is_file() else []
+    project = folder.resolve().parent.parent
+    return next((project / name for name in named if (project / name).is_file()), None)
 
 
 def _sizes_and_leaks(folder: Path, library: Path) -> list[Item]:
