@@ -8,7 +8,8 @@ training log. The walk runs in a scratch copy of a library (with links to this c
 templates), so the library it starts from is never touched.
 
     python scripts/walk_guide.py                  # the real embedded model on a copy of adapters/ (~1 hour)
-    python scripts/walk_guide.py --workdir /tmp/walk --keep
+    python scripts/walk_guide.py --workdir /tmp/walk --keep > walk.log
+    python scripts/walk_guide.py --workdir /tmp/walk --keep --continue-from walk.log   # after a stop
 
 `tests/test_contributing.py` walks the same commands on the tiny test model. Writes docs/guide-walk.md.
 """
@@ -193,12 +194,14 @@ def run_command(command: str, workdir: Path, env: dict) -> Step:
     return Step(command, process.returncode, time.perf_counter() - start, output, peak)
 
 
-def walk(workdir: Path, library: Path, env: dict | None = None, on_step=None) -> list[Step]:
-    """Run the guide in `workdir` on a copy of `library`; stops at the first command that fails."""
-    prepare(workdir, library)
+def walk(workdir: Path, library: Path, env: dict | None = None, on_step=None, done: list[Step] = ()) -> list[Step]:
+    """Run the guide in `workdir` on a copy of `library`; stops at the first command that fails. With `done` (the
+    steps of a walk that was stopped in `workdir`), it goes on from the first command not among them."""
+    if not done:
+        prepare(workdir, library)
     env = dict(os.environ if env is None else env)
-    steps = []
-    for command in guide_commands():
+    steps = list(done)
+    for command in guide_commands()[len(done):]:
         for start, action in BEFORE.items():
             if command.startswith(start):
                 action(workdir)
@@ -212,7 +215,16 @@ def walk(workdir: Path, library: Path, env: dict | None = None, on_step=None) ->
     return steps
 
 
-def _report(steps: list[Step], workdir: Path) -> str:
+_PRINTED = re.compile(r"^\[\s*([\d.]+) min,\s*(\d+) MB, exit (-?\d+)\] (.*)$")
+
+
+def steps_from_log(text: str) -> list[Step]:
+    """The steps a walk printed (its progress lines), to go on with a walk that was stopped."""
+    return [Step(m.group(4), int(m.group(3)), float(m.group(1)) * 60, "", float(m.group(2)))
+            for m in map(_PRINTED.match, text.splitlines()) if m]
+
+
+def _report(steps: list[Step], workdir: Path, continued: int = 0) -> str:
     results = json.loads((workdir / "adapters" / DOMAIN / "eval" / "results.json").read_text())
     lines = ["# The contributing guide, walked on the real model", "",
              "Written by `python scripts/walk_guide.py`: every command of [CONTRIBUTING.md](../CONTRIBUTING.md), "
@@ -226,9 +238,13 @@ def _report(steps: list[Step], workdir: Path) -> str:
               f"{'PASS' if results['passed'] else 'FAIL'}.", "",
               f"Disk: the new adapter's folder {_megabytes(workdir / 'adapters' / DOMAIN):.0f} MB; the virtual "
               f"environment {_megabytes(Path(sys.prefix)):.0f} MB; the converted base model and answer caches "
-              f"{_megabytes(_cache()):.0f} MB ({_cache()}).", "", "The last command's output:", "", "```",
-              steps[-1].output.strip(), "```", ""]
-    return "\n".join(lines)
+              f"{_megabytes(_cache()):.0f} MB (`{str(_cache()).replace(str(Path.home()), '~')}`)."]
+    if continued:
+        lines += ["", "The walk ran in parts: it was stopped and went on with `--continue-from`; each command's "
+                      "figures are from the part that ran it."]
+    if steps[-1].output.strip():
+        lines += ["", "The last command's output:", "", "```", steps[-1].output.strip(), "```"]
+    return "\n".join(lines) + "\n"
 
 
 def _megabytes(folder: Path) -> float:
@@ -245,14 +261,17 @@ def main() -> int:
     parser.add_argument("--workdir", default=None, help="scratch folder [a new temporary one]")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder")
     parser.add_argument("--out", default=str(ROOT / "docs" / "guide-walk.md"))
+    parser.add_argument("--continue-from", metavar="LOG", help="go on with a walk that was stopped: LOG is what it "
+                        "printed, --workdir the folder it ran in; the report keeps its steps' figures")
     args = parser.parse_args()
+    done = steps_from_log(Path(args.continue_from).read_text(encoding="utf-8")) if args.continue_from else []
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="locomlx-guide-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        steps = walk(workdir, Path(args.library),
+        steps = walk(workdir, Path(args.library), done=done,
                      on_step=lambda s: print(f"[{s.seconds / 60:5.1f} min, {s.peak_memory_mb:5.0f} MB, exit "
                                              f"{s.exit_code}] {s.command}", flush=True))
-        Path(args.out).write_text(_report(steps, workdir), encoding="utf-8")
+        Path(args.out).write_text(_report(steps, workdir, len(done)), encoding="utf-8")
         print(f"wrote {args.out}")
     finally:
         if not args.keep:

@@ -118,11 +118,11 @@ def registry_sync(adapters_dir, as_json):
     """After adding a domain: score every adapter on the benchmarks it lacks, refresh, retrain the router.
 
     Each installed adapter whose eval/results.json has no out-of-domain score
-    on some benchmark of the library (a new domain's) is evaluated again with
-    the settings its results record (cached answers are reused, so only the
-    new benchmark is answered); the registry takes the new scores; and the
-    embedding router is retrained if it no longer fits the active adapters.
-    Nothing is done when nothing is missing.
+    on some other domain's benchmark (a new domain's) is scored there, adapter
+    and base model, with the settings its results record, and the scores are
+    added to its results (nothing else is evaluated again); the registry takes
+    the new scores; and the embedding router is retrained if it no longer
+    fits the active adapters. Nothing is done when nothing is missing.
 
     \b
     Examples:

@@ -28,7 +28,7 @@ from locomlx.errors import LocomlxError
 from locomlx.eval.run import BenchmarkRun, InferenceConfig, run_benchmark
 from locomlx.provenance import hardware
 from locomlx.scoring.bar import MAX_OOD_DEGRADATION, SIGNIFICANCE, is_significant, within_ood_bar
-from locomlx.scoring.results import validate_results
+from locomlx.scoring.results import read_results, validate_results
 from locomlx.scoring.stats import paired_p_value
 
 import yaml
@@ -197,6 +197,41 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
     write_text_atomic(out / "outputs.jsonl", lines)
     written = [out / name for name in ("results.json", "base_results.json", "ood_results.json", "outputs.jsonl")]
     return Evaluation(adapter_run, base_run, ood_runs, results, written, adapter_dir, Path(library))
+
+
+def add_ood_scores(adapter_dir: Path, library: Path, benchmarks: list[Path], base_model: str | None = None,
+                   on_progress: Callable[[str, int, int], None] | None = None) -> dict:
+    """Score an evaluated adapter out of domain on more `benchmarks` (a domain added after its evaluation) and add
+    them to its eval/results.json, with the settings that file records; its other scores stay as they are."""
+    adapter_dir = Path(adapter_dir)
+    path = adapter_dir / "eval" / "results.json"
+    results = read_results(path)
+    recorded = results["inference"]
+    inference = InferenceConfig(max_tokens=recorded.get("max_tokens", 256),
+                                limit=recorded.get("ood_limit") or recorded.get("limit"),
+                                batch_size=recorded.get("batch_size", InferenceConfig().batch_size),
+                                reread=recorded.get("reread", False), votes=recorded.get("votes", 1),
+                                vote_temperature=recorded.get("vote_temperature", 0.7))
+    base_model = base_model or json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model")
+    engine = Engine.load(base_model)
+    name = adapter_dir.name
+    engine.load_adapter(adapter_dir, name)
+    def progress(label):
+        return (lambda done, total: on_progress(label, done, total)) if on_progress else None
+
+    for benchmark in benchmarks:
+        label = _label(benchmark)
+        adapter_run = run_benchmark(engine, benchmark, name, None, inference, progress(f"{name} on {label}"))
+        base_run = run_benchmark(engine, benchmark, None, None, inference, progress(f"base on {label}"))
+        results["ood"].append(_ood_entry(adapter_run, base_run))
+    results["ood_degradation"] = max([0.0] + [e["degradation"] for e in results["ood"]])
+    results["passed"] = results["significant"] and within_ood_bar(results["ood_degradation"])
+    results["timestamp"] = _now()
+    problems = validate_results(results)
+    if problems:  # a bug in this module, never the user's input
+        raise RuntimeError("\n".join(problems))
+    write_json_atomic(path, results)
+    return results
 
 
 def _label(benchmark: Path) -> str:

@@ -1,10 +1,11 @@
 """`locomlx registry sync`: what the library needs after a domain is added, in one command.
 
 A new domain's benchmark is one that no other adapter has been scored on, so each adapter whose
-eval/results.json lacks it is evaluated again (with the settings its results record; cached answers are
-reused, so only the new benchmark is answered), the registry takes the new scores, and the embedding
-router is retrained when it no longer fits the active adapters. Run it after installing or promoting an
-adapter; `registry validate`, `loco check` and the shipped-library tests name it when it is needed.
+eval/results.json lacks it is scored on it, adapter and base model, with the settings its results record,
+and the new out-of-domain scores are added to that file (nothing else is evaluated again); the registry
+takes the new scores, and the embedding router is retrained when it no longer fits the active adapters.
+Run it after installing or promoting an adapter; `registry validate`, `loco check` and the shipped-library
+tests name it when it is needed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from locomlx.engine.engine import Engine
-from locomlx.eval.evaluate import evaluate_adapter
-from locomlx.eval.run import InferenceConfig
+from locomlx.eval.evaluate import add_ood_scores
 from locomlx.registry import active_adapters, load_registry
 from locomlx.registry.checklist import missing_ood_benchmarks, same_domain_benchmarks
 from locomlx.registry.refresh import refresh_registry
@@ -56,11 +56,7 @@ def sync_library(library: Path, on_message: Callable[[str], None] = lambda m: No
         if not missing:
             continue
         on_message(f"{name}: scoring it out of domain on {', '.join(str(b) for b in missing)}")
-        recorded = results["inference"]
-        inference = InferenceConfig(max_tokens=recorded.get("max_tokens", 256), limit=recorded.get("limit"),
-                                    batch_size=recorded.get("batch_size", InferenceConfig().batch_size))
-        evaluate_adapter(folder, library, base, inference=inference, on_progress=on_progress,
-                         ood_limit=recorded.get("ood_limit"))
+        add_ood_scores(folder, library, missing, base, on_progress)
         report.evaluated[name] = [str(b) for b in missing]
     if report.evaluated:
         report.registry_changes = refresh_registry(library, list(report.evaluated))
