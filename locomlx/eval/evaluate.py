@@ -16,6 +16,7 @@ import json
 import statistics
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -64,7 +65,6 @@ class Evaluation:
     results: dict
     written: list[Path]  # every file this evaluation wrote
     adapter_dir: Path
-    library: Path
     out_of_domain: bool = False  # the benchmark is another domain's: `results` is an out-of-domain record
 
     @property
@@ -100,23 +100,16 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
     with enhancements) and an out-of-domain check writes eval/ood/<benchmark's adapter>.json."""
     started = time.perf_counter()
     adapter_dir = Path(adapter_dir)
-    config_path = adapter_dir / "adapter_config.json"
-    if not config_path.is_file():
-        raise LocomlxError(f"{adapter_dir} is not an adapter directory (no adapter_config.json).")
-    base_model = base_model or json.loads(config_path.read_text()).get("base_model")
+    base_model = _adapter_base_model(adapter_dir, base_model)
     benchmark = Path(benchmark or adapter_dir / "eval" / "benchmark.jsonl")
     if not benchmark.is_file():
         raise LocomlxError(f"No benchmark at {benchmark}; pass --benchmark FILE or train with --benchmark.")
     out_of_domain = not _is_own(adapter_dir, benchmark)
-    engine = Engine.load(base_model)
-    name = adapter_dir.name
-    engine.load_adapter(adapter_dir, name)
+    engine, name = _engine_with(adapter_dir, base_model)
     if ensemble:
         inference = replace(inference, ensemble=load_members(engine, library, name))
     base_inference = replace(inference, ensemble=[])
-
-    def progress(label):
-        return (lambda done, total: on_progress(label, done, total)) if on_progress else None
+    progress = partial(_labelled, on_progress)
 
     adapter_run = run_benchmark(engine, benchmark, name, metric, inference, progress(f"{name} on {benchmark.name}"))
     base_run = run_benchmark(engine, benchmark, None, metric, base_inference, progress(f"base on {benchmark.name}"))
@@ -143,7 +136,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
                   "timestamp": _now()}
         target = Path(output) if output else adapter_dir / "eval" / "ood" / f"{_label(benchmark)}.json"
         write_json_atomic(target, record)
-        return Evaluation(adapter_run, base_run, [], record, [target], adapter_dir, Path(library), True)
+        return Evaluation(adapter_run, base_run, [], record, [target], adapter_dir, True)
 
     ood_inference, ood_base_inference = (replace(i, limit=ood_limit or i.limit) for i in (inference, base_inference))
     ood_runs = []
@@ -185,7 +178,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
         raise RuntimeError("\n".join(problems))
     if output:
         write_json_atomic(Path(output), results)
-        return Evaluation(adapter_run, base_run, ood_runs, results, [Path(output)], adapter_dir, Path(library))
+        return Evaluation(adapter_run, base_run, ood_runs, results, [Path(output)], adapter_dir)
     out = adapter_dir / "eval" / ("enhanced/" + inference.enhancements if inference.enhancements else "")
     write_json_atomic(out / "results.json", results)
     write_json_atomic(out / "base_results.json", base_run.to_dict())
@@ -196,7 +189,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
                     for run in (adapter_run, base_run) for e in run.examples)
     write_text_atomic(out / "outputs.jsonl", lines)
     written = [out / name for name in ("results.json", "base_results.json", "ood_results.json", "outputs.jsonl")]
-    return Evaluation(adapter_run, base_run, ood_runs, results, written, adapter_dir, Path(library))
+    return Evaluation(adapter_run, base_run, ood_runs, results, written, adapter_dir)
 
 
 def add_ood_scores(adapter_dir: Path, library: Path, benchmarks: list[Path], base_model: str | None = None,
@@ -212,17 +205,12 @@ def add_ood_scores(adapter_dir: Path, library: Path, benchmarks: list[Path], bas
                                 batch_size=recorded.get("batch_size", InferenceConfig().batch_size),
                                 reread=recorded.get("reread", False), votes=recorded.get("votes", 1),
                                 vote_temperature=recorded.get("vote_temperature", 0.7))
-    base_model = base_model or json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model")
-    engine = Engine.load(base_model)
-    name = adapter_dir.name
-    engine.load_adapter(adapter_dir, name)
-    def progress(label):
-        return (lambda done, total: on_progress(label, done, total)) if on_progress else None
-
+    engine, name = _engine_with(adapter_dir, _adapter_base_model(adapter_dir, base_model))
     for benchmark in benchmarks:
         label = _label(benchmark)
-        adapter_run = run_benchmark(engine, benchmark, name, None, inference, progress(f"{name} on {label}"))
-        base_run = run_benchmark(engine, benchmark, None, None, inference, progress(f"base on {label}"))
+        adapter_run = run_benchmark(engine, benchmark, name, None, inference,
+                                    _labelled(on_progress, f"{name} on {label}"))
+        base_run = run_benchmark(engine, benchmark, None, None, inference, _labelled(on_progress, f"base on {label}"))
         results["ood"].append(_ood_entry(adapter_run, base_run))
     results["ood_degradation"] = max([0.0] + [e["degradation"] for e in results["ood"]])
     results["passed"] = results["significant"] and within_ood_bar(results["ood_degradation"])
@@ -232,6 +220,25 @@ def add_ood_scores(adapter_dir: Path, library: Path, benchmarks: list[Path], bas
         raise RuntimeError("\n".join(problems))
     write_json_atomic(path, results)
     return results
+
+
+def _adapter_base_model(adapter_dir: Path, base_model: str | None) -> str | None:
+    """`base_model`, else the one the adapter's config records; an error when `adapter_dir` is no adapter."""
+    config_path = adapter_dir / "adapter_config.json"
+    if not config_path.is_file():
+        raise LocomlxError(f"{adapter_dir} is not an adapter directory (no adapter_config.json).")
+    return base_model or json.loads(config_path.read_text()).get("base_model")
+
+
+def _engine_with(adapter_dir: Path, base_model: str | None) -> tuple[Engine, str]:
+    """The base model loaded with the adapter resident under its folder's name."""
+    engine = Engine.load(base_model)
+    engine.load_adapter(adapter_dir, adapter_dir.name)
+    return engine, adapter_dir.name
+
+
+def _labelled(on_progress: Callable[[str, int, int], None] | None, label: str) -> Callable[[int, int], None] | None:
+    return (lambda done, total: on_progress(label, done, total)) if on_progress else None
 
 
 def _label(benchmark: Path) -> str:
