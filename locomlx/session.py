@@ -24,6 +24,7 @@ from locomlx.engine.compose import parse_composition
 from locomlx.engine.engine import Engine, Generation
 from locomlx.prompt import user_turn
 from locomlx.registry import active_adapters, load_registry
+from locomlx.registry.store import read_registry
 from locomlx.router.decision import RouteDecision, Router
 from locomlx.router.load import load_router
 
@@ -57,7 +58,9 @@ class Answer:
         who = g.adapter or "none (base model)"
         extra = f" · confidence {self.confidence:.2f}" if self.confidence is not None else ""
         note = f" · {self.note}" if self.note else ""
-        return f"[adapter: {who}{extra}{note} · {g.generation_tokens} tokens · {g.generation_tps:.1f} tok/s]"
+        tokens = f"{g.generation_tokens} token{'s' if g.generation_tokens != 1 else ''}"
+        speed = f" · {g.generation_tps:.1f} tok/s" if g.generation_tokens > 1 else ""  # one token: no rate to speak of
+        return f"[adapter: {who}{extra}{note} · {tokens}{speed}]"
 
     def to_dict(self) -> dict:
         stats = {k: v for k, v in self.generation.to_dict().items() if k not in ("text", "adapter")}
@@ -74,6 +77,65 @@ class AnswerChunk:
 
 
 @dataclass
+class Choice:
+    """Who answers one question, and why: the adapter (None = base), its domain, the router's confidence."""
+
+    adapter: str | None
+    domain: str | None = None
+    confidence: float | None = None
+    note: str = ""
+    decision: RouteDecision | None = None
+
+
+@dataclass
+class AdapterChooser:
+    """Route -> load: the one place a request's `auto`, `none`, adapter name or composition becomes a resident
+    adapter. Chat's session and the server share it; the router is loaded on first use."""
+
+    engine: Engine
+    library: Path
+    router_name: str | None = None  # None = $LOCOMLX_ROUTER or the default router
+    _router: Router | None = field(default=None, init=False, repr=False)
+
+    def load(self, spec: str) -> tuple[str, str]:
+        """Make `spec` (a library name, a path or a composition) resident; returns its resident name and a
+        status line."""
+        if parse_composition(spec):
+            for part, _ in parse_composition(spec):
+                if part not in self.engine.adapters:
+                    self.engine.load_adapter(find_adapter(part, self.library), part)
+            name = self.engine.compose(spec)
+            return name, f"answering with the composition {name} (not fused into the base)"
+        path = find_adapter(spec, self.library)
+        name = spec if (self.library / spec) == path else path.name
+        if name in self.engine.adapters:
+            seconds = self.engine.select(name)
+            return name, f"switched to resident adapter '{name}' in {seconds * 1e6:.1f} µs (no reload)"
+        resident = self.engine.load_adapter(path, name)
+        return name, f"loaded adapter '{name}' from {path} in {resident.load_seconds * 1000:.1f} ms"
+
+    def choose(self, requested: str, question: str) -> Choice:
+        """The answerer of `question`: the requested adapter, the base (`none`), or the router's choice (`auto`),
+        loaded if needed."""
+        if requested == NONE:
+            return Choice(None)
+        if requested != AUTO:
+            entry = read_registry(self.library)[0].adapters.get(requested)  # only for its domain: never refuses
+            return Choice(requested, entry.domain if entry else None)
+        registry = load_registry(self.library)
+        if not active_adapters(registry):
+            return Choice(None, note=f"auto: no active adapters in {self.library / 'registry.yaml'}, base model")
+        if self._router is None:
+            self._router = load_router(self.router_name, self.engine, registry, self.library)
+        decision = self._router.route(question)
+        if decision.adapter is not None and decision.adapter not in self.engine.adapters:
+            self.engine.load_adapter(self.library / registry.adapters[decision.adapter].path, decision.adapter)
+        note = f"routed: {decision.domain} ({decision.router}, {decision.seconds * 1000:.0f} ms)"
+        return Choice(decision.adapter, decision.domain, decision.confidence,
+                      note + (f"; {decision.reason}" if decision.reason else ""), decision)
+
+
+@dataclass
 class Session:
     engine: Engine
     library: Path
@@ -81,52 +143,27 @@ class Session:
     requested: str = AUTO
     history: list[dict] = field(default_factory=list)
     router_name: str | None = None  # None = $LOCOMLX_ROUTER or the default router
-    _router: Router | None = field(default=None, init=False, repr=False)
     last_route: RouteDecision | None = field(default=None, init=False, repr=False)
+    chooser: AdapterChooser = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.chooser = AdapterChooser(self.engine, self.library, self.router_name)
 
     def use_adapter(self, spec: str) -> str:
         """Set the adapter for the following answers, loading it if needed; returns a status line."""
         if spec in (AUTO, NONE):
             self.requested = spec
             return "answering with the router's choice" if spec == AUTO else "answering with the base model"
-        if parse_composition(spec):
-            return self._use_composition(spec)
-        path = find_adapter(spec, self.library)
-        name = spec if (self.library / spec) == path else path.name
-        if name in self.engine.adapters:
-            self.requested = name
-            seconds = self.engine.select(name)
-            return f"switched to resident adapter '{name}' in {seconds * 1e6:.1f} µs (no reload)"
-        resident = self.engine.load_adapter(path, name)
-        self.requested = name
-        return f"loaded adapter '{name}' from {path} in {resident.load_seconds * 1000:.1f} ms"
-
-    def _use_composition(self, spec: str) -> str:
-        """`a+b` or `a:0.7+b:0.3`: load the parts as needed, then answer with their weighted sum (engine/compose.py)."""
-        for part, _ in parse_composition(spec):
-            if part not in self.engine.adapters:
-                self.engine.load_adapter(find_adapter(part, self.library), part)
-        self.requested = self.engine.compose(spec)
-        return f"answering with the composition {self.requested} (not fused into the base)"
+        self.requested, status = self.chooser.load(spec)
+        return status
 
     def route(self, question: str) -> tuple[str | None, float | None, str]:
         """The adapter for this turn (loaded if needed), the router's confidence and a note on how it was chosen:
         the user's choice, or the router's for this question (every turn)."""
-        if self.requested == NONE:
-            return None, None, ""
-        if self.requested != AUTO:
-            return self.requested, None, ""
-        registry = load_registry(self.library)
-        if not active_adapters(registry):
-            return None, None, f"auto: no active adapters in {self.library / 'registry.yaml'}, base model"
-        if self._router is None:
-            self._router = load_router(self.router_name, self.engine, registry, self.library)
-        decision = self._router.route(question)
-        self.last_route = decision
-        if decision.adapter is not None and decision.adapter not in self.engine.adapters:
-            self.engine.load_adapter(self.library / registry.adapters[decision.adapter].path, decision.adapter)
-        note = f"routed: {decision.domain} ({decision.router}, {decision.seconds * 1000:.0f} ms)"
-        return decision.adapter, decision.confidence, note + (f"; {decision.reason}" if decision.reason else "")
+        choice = self.chooser.choose(self.requested, question)
+        if choice.decision is not None:
+            self.last_route = choice.decision
+        return choice.adapter, choice.confidence, choice.note
 
     def stream(self, question: str) -> Iterator[AnswerChunk]:
         """Answer `question` in the conversation so far, yielding text as it is decoded (a voted answer comes

@@ -20,6 +20,18 @@ if [ "$(uname -s)" = "Linux" ] && ! ldconfig -p 2>/dev/null | grep -q 'libopenbl
     fi
 fi
 
+# 1b. The pass@1 sandbox (bubblewrap: locomlx/scoring/sandbox.py) and a headless browser for the web
+#     page's test (tests/test_serve.py): Debian's Chromium and its driver.
+if [ "$(uname -s)" = "Linux" ] && command -v apt-get >/dev/null \
+        && { ! command -v bwrap >/dev/null || ! command -v chromedriver >/dev/null; }; then
+    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    echo "Installing bubblewrap (the pass@1 sandbox), chromium and chromium-driver (the web page's test) ..."
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq bubblewrap chromium chromium-driver >/dev/null
+elif [ "$(uname -s)" = "Linux" ] && ! command -v bwrap >/dev/null; then
+    echo "warning: install bubblewrap (e.g. dnf install bubblewrap): pass@1 refuses to run code without a sandbox" >&2
+fi
+
 # 2. The virtual environment and the package with its test tools.
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"

@@ -4,6 +4,7 @@ import json
 import shutil
 
 from locomlx.cli import main
+from locomlx.errors import LocomlxError
 from locomlx.provenance import file_sha256
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.store import edit_registry, registry_path
@@ -119,8 +120,19 @@ def test_two_active_adapters_in_a_domain(two):
 
 
 def test_too_small_benchmark_and_training_set(library, tiny_model):
-    folder = write_adapter(library / "small", tiny_model, seed=3, n_train=80, n_bench=20)
+    folder = write_adapter(library / "small", tiny_model, seed=3, n_train=80, n_bench=60)
+    with pytest.raises(LocomlxError, match="no eval/benchmark.jsonl"):  # install asks what validate will ask
+        bare = write_adapter(library.parent / "bare", tiny_model, seed=3, n_train=80, n_bench=60)
+        (bare / "eval" / "benchmark.jsonl").unlink()
+        install_adapter(str(bare), library, AdapterInfo("sentiment"))
+    benchmark = folder / "eval" / "benchmark.jsonl"
+    full = benchmark.read_text()
+    benchmark.write_text("".join(full.splitlines(keepends=True)[:20]))
+    with pytest.raises(LocomlxError, match="20 usable benchmark examples.*at least 50"):
+        install_adapter(str(folder), library, AdapterInfo("sentiment"))
+    benchmark.write_text(full)
     install_adapter(str(folder), library, AdapterInfo("sentiment"))
+    benchmark.write_text("".join(full.splitlines(keepends=True)[:20]))  # edited after it was installed
     found = [str(p) for p in errors(library)]
     assert any("benchmark.jsonl: error: 20 usable benchmark examples" in f and "at least 50" in f for f in found)
     assert any("dataset.jsonl: error: 80 usable train examples" in f and "at least 500" in f for f in found)

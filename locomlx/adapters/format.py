@@ -62,19 +62,46 @@ def weights_file(path: Path) -> Path:
     raise LocomlxError(f"{path} has no {WEIGHT_FILES[0]} (or {WEIGHT_FILES[1]}).{hint}")
 
 
+MAX_SCALE = 1000.0  # mlx-lm's default is 20; PEFT's alpha / r is rarely above 16
+
+
+def _number(value, config_path: Path, field: str, positive: bool = True) -> float:
+    """A config number, refused with the field's name when it is not a finite (positive) number."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or (positive and value <= 0):
+        wanted = "a positive number" if positive else "a number"
+        raise LocomlxError(f"{config_path}: '{field}' must be {wanted}, not {value!r}; fix the config.")
+    return float(value)
+
+
+def _checked_scale(scale: float, config_path: Path) -> float:
+    if abs(scale) > MAX_SCALE:
+        raise LocomlxError(f"{config_path}: the LoRA scale is {scale:g}, beyond {MAX_SCALE:g}: the update would "
+                           "swamp the base model; the config is wrong.")
+    return scale
+
+
 def _config_scale(config: dict, config_path: Path) -> tuple[str, float]:
+    if not isinstance(config, dict):
+        raise LocomlxError(f"{config_path}: must be a JSON object, not {type(config).__name__}.")
     if "lora_parameters" in config:
         fine_tune_type = config.get("fine_tune_type", "lora")
         if fine_tune_type != "lora":
             raise LocomlxError(f"{config_path}: fine_tune_type '{fine_tune_type}' is not supported; "
                                "only 'lora' adapters can stay resident.")
         params = config["lora_parameters"]
+        if not isinstance(params, dict):
+            raise LocomlxError(f"{config_path}: 'lora_parameters' must be an object with rank and scale.")
         if "scale" not in params:
             raise LocomlxError(f"{config_path}: lora_parameters has no 'scale' (mlx-lm uses scale, not alpha); add it.")
-        return "mlx", float(params["scale"])
+        if "rank" in params:
+            _number(params["rank"], config_path, "lora_parameters.rank")
+        scale = _number(params["scale"], config_path, "lora_parameters.scale", positive=False)
+        return "mlx", _checked_scale(scale, config_path)
     if str(config.get("peft_type", "")).upper() == "LORA":
-        rank, alpha = float(config.get("r", 8)), float(config.get("lora_alpha", config.get("r", 8)))
-        return "peft", alpha / (math.sqrt(rank) if config.get("use_rslora") else rank)
+        rank = _number(config.get("r", 8), config_path, "r")
+        alpha = _number(config.get("lora_alpha", config.get("r", 8)), config_path, "lora_alpha", positive=False)
+        return "peft", _checked_scale(alpha / (math.sqrt(rank) if config.get("use_rslora") else rank), config_path)
     raise LocomlxError(
         f"{config_path}: neither an mlx-lm LoRA config (lora_parameters) nor a PEFT LoRA config (peft_type: LORA)."
     )
@@ -97,6 +124,15 @@ def _pair_tensors(tensors: dict[str, mx.array], layout: str,
             module = module.removeprefix("base_model.model.")
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
             raise LocomlxError(f"{weights_path}: '{module}' has inconsistent LoRA shapes {a.shape} and {b.shape}.")
+        if a.shape[1] == 0:
+            raise LocomlxError(f"{weights_path}: '{module}' has rank 0: it changes nothing; the file is broken.")
+        for tensor in (a, b):
+            if not mx.issubdtype(tensor.dtype, mx.floating):
+                raise LocomlxError(f"{weights_path}: '{module}' holds {tensor.dtype} weights; LoRA weights are "
+                                   "floating point (float32, float16 or bfloat16).")
+            if not mx.all(mx.isfinite(tensor)).item():
+                raise LocomlxError(f"{weights_path}: '{module}' holds NaN or infinite weights; the training "
+                                   "diverged or the file is corrupt. Retrain with a lower learning rate.")
         layers[module] = (a, b)
     if not layers:
         raise LocomlxError(f"{weights_path} holds no LoRA tensors (expected names ending in {suffix_a}).")

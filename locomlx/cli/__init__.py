@@ -3,8 +3,10 @@ printing; shared options live in options.py. No business logic lives here."""
 
 from __future__ import annotations
 
+import errno
 import sys
 import traceback
+import warnings
 
 from locomlx._version import __version__
 from locomlx.cli.bench import bench
@@ -14,10 +16,21 @@ from locomlx.cli.data import data
 from locomlx.cli.eval import eval_command
 from locomlx.cli.registry import adapters, leaderboard, promote, registry, report
 from locomlx.cli.router import route, router
+from locomlx.cli.serve import serve
 from locomlx.cli.train import train_command
 from locomlx.errors import LocomlxError
 
 import click
+
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _clean_warnings() -> None:
+    """Warnings from the library as one line each ("warning: ..."), not Python's file:line: UserWarning form."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        click.secho(f"warning: {message}", fg="yellow", err=True)
+
+    warnings.showwarning = show
 
 
 def _clean_errors(invoke, ctx):
@@ -28,6 +41,16 @@ def _clean_errors(invoke, ctx):
         if (ctx.obj and ctx.obj.get("debug")) or "--debug" in sys.argv:
             traceback.print_exc()
         click.secho(f"error: {exc}", fg="red", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        if exc.errno not in _UNWRITABLE:
+            raise
+        if (ctx.obj and ctx.obj.get("debug")) or "--debug" in sys.argv:
+            traceback.print_exc()
+        where = exc.filename or "a file"
+        click.secho(f"error: cannot write {where}: {exc.strerror}. The command needs to write there (the adapter "
+                    "library and its registry, or the output folder): make it writable, free space, or point the "
+                    "command at a copy (--adapters-dir, --output).", fg="red", err=True)
         sys.exit(1)
 
 
@@ -59,11 +82,12 @@ def main(ctx, debug):
     from locomlx.heap import keep_freed_memory
 
     keep_freed_memory()  # the command owns its process (see locomlx/heap.py)
+    _clean_warnings()
     ctx.obj = {"debug": debug}
 
 
 for _command in (chat, propose, data, train_command, eval_command, check, registry, adapters, leaderboard, promote,
-                 report, route, router, bench):
+                 report, route, router, serve, bench):
     main.add_command(_command)
 
 
@@ -73,6 +97,7 @@ def run_as_script(command: click.Command, prog_name: str) -> None:
     from locomlx.heap import keep_freed_memory
 
     keep_freed_memory()
+    _clean_warnings()
     script = _Command(command.name, params=command.params, callback=command.callback, help=command.help,
                       context_settings={"help_option_names": ["-h", "--help"]})
     script.main(sys.argv[1:], prog_name=prog_name)

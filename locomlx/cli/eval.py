@@ -47,12 +47,15 @@ def _list_metrics(ctx, param, value):
               help="Score only the first N examples of each out-of-domain benchmark [all].")
 @click.option("--output", default=None, metavar="FILE",
               help="Write the results JSON here and nowhere else (default: the files under ADAPTER/eval/).")
+@click.option("--allow-unisolated-code", is_flag=True,
+              help="pass@1 only: run model-written code even where no sandbox (bubblewrap, sandbox-exec) exists, "
+                   "with only audit hooks and rlimits between it and your files.")
 @click.option("--list-metrics", is_flag=True, is_eager=True, expose_value=False, callback=_list_metrics,
               help="Print the registered metrics (what each compares) and exit.")
 @boost_options
 @json_option("results.json instead of the report")
 def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir,
-                 no_ood, ood_limit, output, reread, votes, vote_temperature, ensemble, as_json):
+                 no_ood, ood_limit, output, allow_unisolated_code, reread, votes, vote_temperature, ensemble, as_json):
     """Evaluate an adapter against the base model; exit code 0 = PASS, 2 = FAIL.
 
     Runs adapter and base (greedy, batched) on the adapter's benchmark, then
@@ -83,6 +86,12 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
     from locomlx.eval.evaluate import evaluate_adapter, evaluate_base, format_report
     from locomlx.eval.run import InferenceConfig
 
+    if allow_unisolated_code:
+        import os
+
+        from locomlx.scoring.sandbox import ALLOW_ENV
+
+        os.environ[ALLOW_ENV] = "1"  # read where the code runs (scoring/sandbox.py)
     if adapter and adapter_option and adapter != adapter_option:
         raise LocomlxError(f"Two adapters given ({adapter} and --adapter {adapter_option}); give one.")
     adapter = adapter or adapter_option

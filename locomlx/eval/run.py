@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -21,7 +22,7 @@ from typing import Callable
 from locomlx.adapters.format import weights_file
 from locomlx.atomic import write_json_atomic
 from locomlx.boost.sampling import VoteSettings, sample_candidates, vote_on
-from locomlx.data.checks import check_file
+from locomlx.data.checks import MIN_BENCHMARK_EXAMPLES, check_file
 from locomlx.data.records import Example
 from locomlx.engine.batching import DEFAULT_BATCH
 from locomlx.engine.engine import Engine
@@ -32,6 +33,7 @@ from locomlx.prompt import example_messages
 from locomlx.provenance import file_sha256
 from locomlx.scoring.doctests import count_passed, visible_tests
 from locomlx.scoring.metrics import choose_metric, get_metric, score_answer
+from locomlx.scoring.sandbox import check_isolation
 from locomlx.scoring.stats import Interval, bootstrap_ci
 
 
@@ -94,9 +96,15 @@ class BenchmarkRun:
 
 
 def load_benchmark(path: str | Path) -> list[Example]:
+    """The benchmark's examples, every field checked before anything is generated; a benchmark under the
+    contributing rules' minimum is scored, with a warning."""
     report = check_file(path, "benchmark", allow_small=True)
     if report.errors:
         raise LocomlxError("The benchmark has problems:\n" + "\n".join(map(str, report.errors[:30])))
+    if len(report.examples) < MIN_BENCHMARK_EXAMPLES:
+        warnings.warn(f"{path} has {len(report.examples)} examples; the contributing rules ask for at least "
+                      f"{MIN_BENCHMARK_EXAMPLES}, and on fewer the intervals are wide and the verdict weak.",
+                      stacklevel=2)
     return report.examples
 
 
@@ -183,6 +191,8 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     if inference.limit:
         examples = examples[: inference.limit]
     metric = choose_metric(examples, metric)
+    if get_metric(metric).runs_code:
+        check_isolation()  # refuse now, not after every answer was generated
     sha = file_sha256(benchmark)
     start = time.perf_counter()
     cache = _answers_cache_path(engine, adapter, sha, inference, metric)

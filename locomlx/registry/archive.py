@@ -32,8 +32,8 @@ _CHUNK = 1 << 20
 class ArchiveLimits:
     """Generous for LoRA adapters (megabytes), far below what would fill a laptop's disk."""
 
-    max_total_bytes: int = 4 << 30
-    max_member_bytes: int = 2 << 30
+    max_total_bytes: int = 1 << 30  # a rank-64 adapter of a 4B base in float32 is about 0.5 GB
+    max_member_bytes: int = 1 << 30
     max_members: int = 10_000
 
 

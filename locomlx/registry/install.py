@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locomlx.adapters.format import WEIGHT_FILES, read_adapter, weights_file
+from locomlx.data.checks import check_file
 from locomlx.errors import LocomlxError
 from locomlx.models.resolve import REPO_ID
 from locomlx.provenance import file_sha256
@@ -23,6 +24,7 @@ from locomlx.registry.archive import ArchiveLimits, archive_stem, check_adapter_
 from locomlx.registry.compat import incompatibility, inspect_base
 from locomlx.registry.history import apply_results
 from locomlx.registry.schema import AdapterEntry, Registry, RouterHints, current_semester, version_key
+from locomlx.registry.staging import claim_staging, remove_abandoned
 from locomlx.registry.store import check_registry, library_lock, load_registry, save_registry
 from locomlx.registry.validate import BENCHMARK, RESULTS
 from locomlx.scoring.results import read_results
@@ -111,6 +113,19 @@ def _fetch(source: str, kind: str, staging: Path, revision: str | None, limits: 
     return _adapter_root(content, source)
 
 
+def _check_benchmark(root: Path, source: str) -> None:
+    """What `registry validate` will ask of the adapter's benchmark, asked before it is installed."""
+    benchmark = root / BENCHMARK
+    if not benchmark.is_file():
+        raise LocomlxError(f"{source} has no {BENCHMARK.as_posix()}: every adapter in a library carries the "
+                           "benchmark it is scored on (at least 50 rows; CONTRIBUTING.md step 4). Add it to the "
+                           "adapter folder and install again; nothing was installed")
+    errors = check_file(benchmark, "benchmark").errors
+    if errors:
+        shown = "; ".join(str(e).replace(str(root), source) for e in errors[:5])
+        raise LocomlxError(f"{source}'s {BENCHMARK.as_posix()} has problems: {shown}; nothing was installed")
+
+
 def _new_entry(name: str, info: AdapterInfo, source: str | None) -> AdapterEntry:
     return AdapterEntry(name=name, domain=info.domain, version=info.version, path=name, source=source,
                         description=info.description, authors=list(info.authors), tags=list(info.tags),
@@ -162,21 +177,29 @@ def install_adapter(source: str, library: Path, info: AdapterInfo, revision: str
                            f"'{Path(source).resolve().name}', not '{name}'; rename the folder or drop --name")
     _check_free(registry, library, name, in_place, info.version)
 
-    staging = None if in_place else Path(tempfile.mkdtemp(prefix=".install-", dir=library))
+    remove_abandoned(library)
+    if kind == "folder":
+        check_adapter_files(Path(source).expanduser(), source)  # before copying: a FIFO would hang the copy
+    staging, owner = (None, None) if in_place else claim_staging(library)
     try:
         root = Path(source).expanduser() if in_place else _fetch(source, kind, staging, revision, limits)
-        check_adapter_files(root, source)
-        reason = incompatibility(read_adapter(root, name), inspect_base(registry.base_model.id))
+        try:
+            check_adapter_files(root, source)
+            adapter = read_adapter(root, name)
+        except LocomlxError as exc:  # name what the user gave, not the staging folder
+            raise LocomlxError(str(exc).replace(str(root), source) + "; nothing was installed") from None
+        reason = incompatibility(adapter, inspect_base(registry.base_model.id))
         if reason:
             raise LocomlxError(f"{source} does not fit the registry's base model: {reason}; nothing was installed")
+        _check_benchmark(root, source)
         entry.sha256 = file_sha256(weights_file(root))
-        if (root / BENCHMARK).is_file():
-            entry.benchmark = f"{name}/{BENCHMARK.as_posix()}"
+        entry.benchmark = f"{name}/{BENCHMARK.as_posix()}"
         results = read_results(root / RESULTS) if (root / RESULTS).is_file() else None
         _register(library, entry, root, in_place, results)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
+            os.close(owner)
     if upgrading and in_library:
         shutil.rmtree(Path(source).expanduser())  # now installed as library/NAME
     return entry

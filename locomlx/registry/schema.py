@@ -252,8 +252,27 @@ TOP_FIELDS = {
 }
 
 
+MAX_DEPTH = 32  # a registry nests 4 levels deep; far deeper is a hostile or broken file
+
+
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that keeps dates as text: `recorded: 2026-11-22` stays the string the schema expects."""
+    """Safe YAML that keeps dates as text (`recorded: 2026-11-22` stays the string the schema expects), and
+    refuses aliases and deep nesting: a few lines of nested aliases ("billion laughs") expand to gigabytes,
+    and deep nesting exhausts the stack."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a registry; write the value out in full",
+                self.peek_event().start_mark)
+        self._depth = getattr(self, "_depth", 0) + 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested more than {MAX_DEPTH} levels deep",
+                                                  self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -374,10 +393,14 @@ def _check_actives(doc: _Document, adapters: dict[str, AdapterEntry]) -> None:
 
 def parse_registry(text: str, where: str = "registry.yaml") -> tuple[Registry, list[Problem]]:
     """Read registry text: the valid part as a Registry, and every problem found (empty when all is valid)."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)  # reading starts here: a control character is refused already
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
+    except ValueError as exc:  # an integer of more digits than Python converts (4300)
+        reason = "an integer is too long to read (over 4300 digits)" if "digits" in str(exc) else str(exc)
+        return Registry(), [Problem(where, None, f"not a valid value: {reason}; fix the value")]
     except yaml.YAMLError as exc:
         mark, context = getattr(exc, "problem_mark", None), getattr(exc, "context_mark", None)
         reason = getattr(exc, "problem", None) or exc
@@ -386,7 +409,8 @@ def parse_registry(text: str, where: str = "registry.yaml") -> tuple[Registry, l
         return Registry(), [Problem(where, mark.line + 1 if mark else None,
                                     f"not valid YAML: {reason}; fix the syntax")]
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     lines: dict[tuple, int] = {}
     doc = _Document(where, lines)
     _index_lines(node, (), lines, doc)

@@ -21,6 +21,7 @@ from locomlx.provenance import file_sha256
 from locomlx.registry.checklist import missing_ood_benchmarks, same_domain_benchmarks
 from locomlx.registry.compat import BaseFacts, incompatibility, inspect_base
 from locomlx.registry.schema import AdapterEntry, Registry
+from locomlx.registry.staging import folder_bytes, stale_staging
 from locomlx.registry.store import read_registry, registry_path
 from locomlx.scoring.results import read_results
 
@@ -164,4 +165,20 @@ def validate_library(library: Path) -> list[Problem]:
     present = [entry for entry in registry.adapters.values() if entry.installed and validation.check_entry(entry)]
     validation.check_data(present)
     validation.check_unregistered()
-    return validation.problems
+    return validation.problems + staging_problems(library)
+
+
+def staging_problems(library: Path) -> list[Problem]:
+    """Warnings for what interrupted installs and upgrades left in the library."""
+    installs, previous = stale_staging(library)
+    problems = []
+    if installs:
+        size = sum(folder_bytes(f) for f in installs) / 1e6
+        problems.append(Problem(str(library), None, f"{len(installs)} staging folders of interrupted installs "
+                                                    f"({', '.join(f.name for f in installs[:3])}, {size:.1f} MB); the "
+                                                    "next install removes them, or delete them", severity="warning"))
+    for folder in previous:
+        problems.append(Problem(str(folder), None, "an upgrade was interrupted here; it holds the replaced version "
+                                                   "of the adapter: move it back into the library if that adapter "
+                                                   "is missing, else delete it", severity="warning"))
+    return problems

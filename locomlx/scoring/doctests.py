@@ -9,24 +9,9 @@ from __future__ import annotations
 
 import re
 
-from locomlx.scoring.sandbox import program_for, run_python
+from locomlx.scoring.sandbox import answer_code, run_tests
 
 _EXAMPLE = re.compile(r"^[ \t]*>>> (.+)\n[ \t]*(?!>>>)(\S.*)$", re.MULTILINE)
-_MARK = "locomlx visible tests passed:"
-_CHECKER = '''
-__locomlx_passed = 0
-for __locomlx_call, __locomlx_expected in {cases!r}:
-    try:
-        __locomlx_got = eval(__locomlx_call)
-        try:
-            __locomlx_ok = __locomlx_got == eval(__locomlx_expected)
-        except Exception:
-            __locomlx_ok = repr(__locomlx_got) == __locomlx_expected
-        __locomlx_passed += bool(__locomlx_ok)
-    except Exception:
-        pass
-print({mark!r}, __locomlx_passed)
-'''
 
 
 def visible_tests(prompt: str) -> list[tuple[str, str]]:
@@ -35,9 +20,6 @@ def visible_tests(prompt: str) -> list[tuple[str, str]]:
 
 
 def count_passed(prompt: str, answer: str, tests: list[tuple[str, str]], timeout: float = 5.0) -> int:
-    """How many of `tests` the answer's code passes, run in the pass@1 sandbox (0 if it does not run)."""
-    result = run_python(program_for(prompt, answer, _CHECKER.format(cases=tests, mark=_MARK)), timeout=timeout)
-    for line in reversed(result.output.splitlines()):
-        if line.startswith(_MARK):
-            return int(line[len(_MARK):])
-    return 0
+    """How many of `tests` the answer's code passes, counted by the sandbox's runner (never by the program:
+    see sandbox.py), 0 if it does not run."""
+    return run_tests(answer_code(prompt, answer), setup=prompt, cases=tests, timeout=timeout).visible_passed

@@ -20,7 +20,7 @@ from typing import Callable
 from locomlx.data.records import Example
 from locomlx.errors import LocomlxError
 from locomlx.scoring import text
-from locomlx.scoring.sandbox import program_for, run_python
+from locomlx.scoring.sandbox import answer_code, run_tests
 from locomlx.scoring.text import Score
 
 ScoreFn = Callable[[str, Example], Score]
@@ -46,6 +46,7 @@ class Metric:
     aggregate: Callable[[list[float]], float] = mean  # benchmark score from per-example scores
     higher_is_better: bool = True
     normalises: str = ""  # what the comparison ignores, for the metrics table in the docs
+    runs_code: bool = False  # scoring runs model-written code: the sandbox must be available before generating
 
 
 _METRICS: dict[str, Metric] = {}
@@ -61,10 +62,11 @@ def define_metric(metric: Metric) -> Metric:
 
 def register_metric(name: str, *, answer_key: KeyFn = _normalised_text_key, requires: dict[str, type] | None = None,
                     aggregate: Callable[[list[float]], float] = mean, higher_is_better: bool = True,
-                    normalises: str = "") -> Callable[[ScoreFn], ScoreFn]:
+                    normalises: str = "", runs_code: bool = False) -> Callable[[ScoreFn], ScoreFn]:
     """Decorator: register a scoring function `f(output, example) -> Score` as the metric `name`."""
     def decorate(score: ScoreFn) -> ScoreFn:
-        define_metric(Metric(name, score, answer_key, dict(requires or {}), aggregate, higher_is_better, normalises))
+        define_metric(Metric(name, score, answer_key, dict(requires or {}), aggregate, higher_is_better, normalises,
+                             runs_code))
         return score
 
     return decorate
@@ -185,13 +187,13 @@ def _rouge_l(output: str, example: Example) -> Score:
 
 
 def _program_key(output: str, example: Example | None) -> str:
-    return " ".join(program_for("", output, "").split())
+    return " ".join(answer_code("", output).split())
 
 
-@register_metric("pass@1", answer_key=_program_key, requires={"tests": str},
+@register_metric("pass@1", answer_key=_program_key, requires={"tests": str}, runs_code=True,
                  normalises="nothing: the answer's code runs against the row's tests in the sandbox")
 def _pass_at_1(output: str, example: Example) -> Score:
-    result = run_python(program_for(example.input, output, example.extra["tests"]))
+    result = run_tests(answer_code(example.input, output), example.extra["tests"], setup=example.input)
     return Score(float(result.passed), result.status)
 
 

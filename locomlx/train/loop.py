@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -181,6 +183,31 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: optim.Optimize
 
 # --- the loop -------------------------------------------------------------------------------
 
+class DeferredInterrupt:
+    """Ctrl-C during training asks for a stop at the end of the step instead of raising inside it: raised
+    between the optimizer's update and the step counter's, a checkpoint would hold weights one step ahead of
+    its count, and a resumed run would apply that batch twice. A second Ctrl-C raises at once (the last saved
+    checkpoint is kept). Only the main thread receives signals; elsewhere this does nothing."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "DeferredInterrupt":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
 def add_lora_layers(model: nn.Module, config: TrainConfig) -> None:
     """Freeze the base and put trainable LoRA layers on the target modules (mlx-lm's tuner)."""
     from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -231,42 +258,49 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
     model.train()
     grad = None
     window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+    consistent = True  # weights, optimizer and `state` describe the same step (False while a step runs)
     try:
-        while state.step < state.total_steps:
-            tic = time.perf_counter()
-            batch, lengths = plan.batch(state.step)
-            # Randomness (dropout) is a function of the step, so a resumed run needs no saved RNG state.
-            mx.random.seed(config.seed * 1_000_003 + state.step)
-            do_update = (state.step + 1) % accumulate == 0 or state.step + 1 == state.total_steps
-            loss, _, grad = train_step(batch, *answer_windows(lengths), grad, do_update)
-            mx.eval(compiled_state, loss, grad)
-            seconds = time.perf_counter() - tic
-            processed = int(lengths[:, 1].sum().item())  # prompt + answer tokens, padding excluded
-            state.step += 1
-            state.trained_tokens += processed
-            state.train_seconds += seconds
-            window_loss += loss.item()
-            window_tokens += processed
-            window_seconds += seconds
-            window_steps += 1
+        with DeferredInterrupt() as interrupt:
+            while state.step < state.total_steps:
+                consistent = False
+                tic = time.perf_counter()
+                batch, lengths = plan.batch(state.step)
+                # Randomness (dropout) is a function of the step, so a resumed run needs no saved RNG state.
+                mx.random.seed(config.seed * 1_000_003 + state.step)
+                do_update = (state.step + 1) % accumulate == 0 or state.step + 1 == state.total_steps
+                loss, _, grad = train_step(batch, *answer_windows(lengths), grad, do_update)
+                mx.eval(compiled_state, loss, grad)
+                seconds = time.perf_counter() - tic
+                processed = int(lengths[:, 1].sum().item())  # prompt + answer tokens, padding excluded
+                state.step += 1
+                state.trained_tokens += processed
+                state.train_seconds += seconds
+                consistent = True
+                window_loss += loss.item()
+                window_tokens += processed
+                window_seconds += seconds
+                window_steps += 1
 
-            point = None
-            last = state.step == state.total_steps
-            if state.step % config.steps_per_eval == 0 or last or state.step == 1:
-                model.eval()
-                val = validation_loss(model, val_data, config.batch_size, config.val_batches)
-                model.train()
-                point = LossPoint(state.step, state.step / plan.steps_per_epoch, window_loss / window_steps, val,
-                                  window_tokens / window_seconds if window_seconds else None)
-                state.history.append(point)
-                window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
-            if state.step % config.steps_per_save == 0 and not last and grad is None:
-                save_checkpoint(checkpoint_dir, model, optimizer, state)
-            if on_progress:
-                on_progress(state, point)
+                point = None
+                last = state.step == state.total_steps
+                if state.step % config.steps_per_eval == 0 or last or state.step == 1:
+                    model.eval()
+                    val = validation_loss(model, val_data, config.batch_size, config.val_batches)
+                    model.train()
+                    point = LossPoint(state.step, state.step / plan.steps_per_epoch, window_loss / window_steps,
+                                      val, window_tokens / window_seconds if window_seconds else None)
+                    state.history.append(point)
+                    window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
+                if state.step % config.steps_per_save == 0 and not last and grad is None:
+                    save_checkpoint(checkpoint_dir, model, optimizer, state)
+                if on_progress:
+                    on_progress(state, point)
+                if interrupt.requested and grad is None and not last:
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
-        # Checkpoint only at an optimizer-update boundary: mid-accumulation gradients are not saved.
-        if grad is None and state.step > 0:
+        # Checkpoint only between steps and at an optimizer-update boundary (mid-accumulation gradients are not
+        # saved); Ctrl-C itself only asks for a stop at the next such boundary (DeferredInterrupt).
+        if consistent and grad is None and state.step > 0:
             save_checkpoint(checkpoint_dir, model, optimizer, state)
             where = f"step {state.step}"
         else:

@@ -180,6 +180,15 @@ def _prepare_output(config: TrainConfig, resume: bool) -> TrainConfig:
     return config
 
 
+def _check_same_dataset(stored: Path, dataset: str, sha256: str) -> None:
+    """A resumed run must train on the file the run started on: its batches are positions in that file."""
+    started = yaml.safe_load(stored.read_text()).get("dataset_sha256") if stored.is_file() else None
+    if started and started != sha256:
+        raise LocomlxError(f"{dataset} changed since this run started (sha256 {started[:12]}... then, {sha256[:12]}... "
+                           "now); --resume continues only on the same data. Restore the file, or delete "
+                           f"{stored.parent.parent} and train from the start.")
+
+
 def _move_into(partial: Path, output: Path) -> None:
     """Make the finished run `output`: a rename when `output` does not exist, else (training in place) every
     file moved in, the adapter's config last, so the folder holds a usable adapter only once all is there."""
@@ -222,6 +231,8 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
 
     add_lora_layers(base.model, config)
     facts = _facts(config, base, output.name)
+    if resume:
+        _check_same_dataset(partial / "training" / "train_config.yaml", config.dataset, facts["dataset_sha256"])
     (partial / "training").mkdir(parents=True, exist_ok=True)
     record = {"config": config.to_dict(), **{k: facts[k] for k in ("base_model", "base_source", "base_hash",
                                                                    "compute_dtype", "dataset_sha256", "versions")}}
