@@ -13,7 +13,8 @@ setup:
 chat: setup
 	@$(VENV)/bin/locomlx chat "$(Q)"
 
-test: setup
+test:
+	@LOCOMLX_EXTRAS="torch llama" bash scripts/setup.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 	$(VENV)/bin/locomlx registry validate

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base models", ("models",)),
     ("engine", ("engine",)),
     ("registry and training", ("registry", "train")),
+    ("export", ("export",)),
     ("routing", ("router",)),
     ("inference enhancements", ("boost",)),
     ("evaluation and benchmarks", ("eval", "bench")),

@@ -14,6 +14,7 @@ from locomlx.cli.chat import chat
 from locomlx.cli.contribute import check, propose
 from locomlx.cli.data import data
 from locomlx.cli.eval import eval_command
+from locomlx.cli.export import export_command, fuse
 from locomlx.cli.registry import adapters, leaderboard, promote, registry, report
 from locomlx.cli.router import route, router
 from locomlx.cli.serve import serve
@@ -87,7 +88,7 @@ def main(ctx, debug):
 
 
 for _command in (chat, propose, data, train_command, eval_command, check, registry, adapters, leaderboard, promote,
-                 report, route, router, serve, bench):
+                 report, route, router, serve, fuse, export_command, bench):
     main.add_command(_command)
 
 

@@ -225,14 +225,17 @@ def adapters_info(name, adapters_dir, as_json):
 @click.option("--keyword", "keywords", multiple=True, help="A router keyword (repeatable).")
 @click.option("--metric", default=None, help="Benchmark metric [from its eval/results.json].")
 @click.option("--revision", default=None, help="Hugging Face revision (branch, tag or commit).")
+@click.option("--benchmark", default=None, metavar="FILE",
+              help="The adapter's benchmark JSONL, for a source without eval/benchmark.jsonl (a hub repo, a .gguf).")
 @adapters_dir_option
 @json_option()
 def adapters_install(source, domain, name, version, semester, description, authors, tags, keywords, metric, revision,
-                     adapters_dir, as_json):
+                     benchmark, adapters_dir, as_json):
     """Install an adapter and register it.
 
     SOURCE is a Hugging Face repo id, a local adapter folder (one already in
-    the library is registered where it is) or a .tar.gz/.tgz/.zip archive.
+    the library is registered where it is), a .tar.gz/.tgz/.zip archive, or
+    a llama.cpp LoRA (.gguf, as `locomlx export --format gguf` writes it).
     Only safetensors weights are accepted; archives with paths leading out,
     outside links or oversize members are refused; the adapter must fit the
     registry's base model. Its weights' sha256 is recorded, and its
@@ -243,11 +246,13 @@ def adapters_install(source, domain, name, version, semester, description, autho
       locomlx adapters install adapters/sentiment-rt --domain sentiment --keyword review
       locomlx adapters install cohort/sentiment-rt --domain sentiment --revision v1.0.0
       locomlx adapters install ~/Downloads/math-tutor.tar.gz --domain math --author "Ada Lovelace"
+      locomlx adapters install tutor.lora.gguf --domain math --benchmark data/benchmark.jsonl
     """
     from locomlx.registry.install import AdapterInfo, install_adapter
     from locomlx.registry.schema import entry_to_dict
 
-    info = AdapterInfo(domain, name, version, semester, description, list(authors), list(tags), list(keywords), metric)
+    info = AdapterInfo(domain, name, version, semester, description, list(authors), list(tags), list(keywords), metric,
+                       benchmark)
     library = library_path(adapters_dir)
     entry = install_adapter(source, library, info, revision)
     if as_json:

@@ -9,6 +9,7 @@ they were. A folder already in the library is registered where it is.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -16,9 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locomlx.adapters.format import WEIGHT_FILES, read_adapter, weights_file
+from locomlx.adapters.gguf_lora import read_gguf_lora
 from locomlx.data.checks import check_file
 from locomlx.errors import LocomlxError
-from locomlx.models.resolve import REPO_ID
+from locomlx.models.resolve import REPO_ID, resolve_model
 from locomlx.provenance import file_sha256
 from locomlx.registry.archive import ArchiveLimits, archive_stem, check_adapter_files, extract_archive
 from locomlx.registry.compat import incompatibility, inspect_base
@@ -46,6 +48,7 @@ class AdapterInfo:
     tags: list[str] = field(default_factory=list)
     keywords: list[str] = field(default_factory=list)
     metric: str | None = None  # default: the metric of its eval/results.json
+    benchmark: str | None = None  # a benchmark file for a source that carries none (hub repo, .gguf)
 
 
 def _source_kind(source: str) -> str:
@@ -53,8 +56,11 @@ def _source_kind(source: str) -> str:
     if path.is_dir():
         return "folder"
     if path.is_file():
+        if path.name.lower().endswith(".gguf"):
+            return "gguf"
         if archive_stem(path) is None:
-            raise LocomlxError(f"'{source}' is a file but not an archive; give a .tar.gz, .tgz or .zip")
+            raise LocomlxError(f"'{source}' is a file but not an archive or a llama.cpp LoRA; give a .tar.gz, "
+                               ".tgz, .zip or .gguf")
         return "archive"
     if REPO_ID.match(source) and not source.startswith((".", "/", "~")):
         return "hub"
@@ -66,6 +72,8 @@ def _default_name(source: str, kind: str) -> str:
     path = Path(source).expanduser()
     if kind == "archive":
         return archive_stem(path)
+    if kind == "gguf":
+        return path.name[: -len(".gguf")].removesuffix(".lora")
     return source.rsplit("/", 1)[-1] if kind == "hub" else path.resolve().name
 
 
@@ -101,8 +109,12 @@ def _adapter_root(content: Path, source: str) -> Path:
                        "it is not a LoRA adapter")
 
 
-def _fetch(source: str, kind: str, staging: Path, revision: str | None, limits: ArchiveLimits) -> Path:
+def _fetch(source: str, kind: str, staging: Path, revision: str | None, limits: ArchiveLimits,
+           base_model: str) -> Path:
     content = staging / "content"
+    if kind == "gguf":  # a llama.cpp LoRA: rewritten as an mlx-lm adapter folder for the base it was made for
+        config = json.loads((resolve_model(base_model).path / "config.json").read_text())
+        return read_gguf_lora(Path(source).expanduser(), config, content)
     if kind == "hub":
         download_adapter(source, content, revision)
     elif kind == "archive":
@@ -182,7 +194,13 @@ def install_adapter(source: str, library: Path, info: AdapterInfo, revision: str
         check_adapter_files(Path(source).expanduser(), source)  # before copying: a FIFO would hang the copy
     staging, owner = (None, None) if in_place else claim_staging(library)
     try:
-        root = Path(source).expanduser() if in_place else _fetch(source, kind, staging, revision, limits)
+        root = Path(source).expanduser() if in_place else _fetch(source, kind, staging, revision, limits,
+                                                                         registry.base_model.id)
+        if info.benchmark and not in_place and not (root / BENCHMARK).is_file():
+            if not Path(info.benchmark).is_file():
+                raise LocomlxError(f"--benchmark {info.benchmark} does not exist")
+            (root / BENCHMARK).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(info.benchmark, root / BENCHMARK)
         try:
             check_adapter_files(root, source)
             adapter = read_adapter(root, name)
