@@ -52,7 +52,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
             LLAMA_CMAKE="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON"
             LLAMA_CMAKE="$LLAMA_CMAKE -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF"
         fi
-        CMAKE_ARGS="$LLAMA_CMAKE" CMAKE_BUILD_PARALLEL_LEVEL=2 "$VENV/bin/python" -m pip install -q \
+        # --no-cache-dir: a wheel cached from another build would skip these flags.
+        CMAKE_ARGS="$LLAMA_CMAKE" CMAKE_BUILD_PARALLEL_LEVEL=2 "$VENV/bin/python" -m pip install -q --no-cache-dir \
             "llama-cpp-python>=0.3" \
             || echo "warning: llama-cpp-python did not build; the llama.cpp checks of locomlx export are skipped" >&2
         ;;

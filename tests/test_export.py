@@ -3,7 +3,8 @@ in their own runtimes (mlx-lm, transformers + PEFT, llama.cpp), and a llama.cpp 
 
 import importlib.util
 import json
-import os
+import subprocess
+import sys
 from pathlib import Path
 
 from locomlx.adapters.format import read_adapter
@@ -147,7 +148,6 @@ def test_llama_cpp_runs_the_exported_lora_like_locomlx(real_engine, tmp_path):
     """llama.cpp itself loads the embedded base GGUF with the exported LoRA: the adapter's effect matches."""
     from locomlx.models.resolve import builtin_gguf_path
 
-    from llama_cpp import Llama
 
     adapter = read_adapter(ROOT / "adapters" / "sentiment-rt")
     config = json.loads((real_engine.base.resolved.path / "config.json").read_text())
@@ -156,11 +156,17 @@ def test_llama_cpp_runs_the_exported_lora_like_locomlx(real_engine, tmp_path):
     tokens = real_engine.tokenizer.encode("Is this movie review positive or negative? A gorgeous, moving film.")
 
     def llama_logits(lora_path):
-        import llama_cpp
-
-        model = Llama(base_gguf, lora_path=lora_path, n_ctx=256, verbose=False, seed=0, n_threads=os.cpu_count())
-        model.eval(tokens)
-        return np.ctypeslib.as_array(llama_cpp.llama_get_logits(model.ctx), shape=(model.n_vocab(),)).copy()
+        """In a process of its own: a crash inside llama.cpp fails this test, not the whole run."""
+        script = ("import json, os, sys, numpy as np, llama_cpp\n"
+                  "gguf, lora, tokens = sys.argv[1], sys.argv[2] or None, json.loads(sys.argv[3])\n"
+                  "m = llama_cpp.Llama(gguf, lora_path=lora, n_ctx=256, verbose=False, n_threads=os.cpu_count())\n"
+                  "m.eval(tokens)\n"
+                  "print(json.dumps(np.ctypeslib.as_array(llama_cpp.llama_get_logits(m.ctx),"
+                  " shape=(m.n_vocab(),)).tolist()))\n")
+        run = subprocess.run([sys.executable, "-c", script, base_gguf, lora_path or "", json.dumps(tokens)],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"llama.cpp failed (exit {run.returncode}): {run.stderr[-500:]}"
+        return np.array(json.loads(run.stdout.splitlines()[-1]))
 
     if "sentiment-rt" not in real_engine.adapters:
         real_engine.load_adapter(ROOT / "adapters" / "sentiment-rt")
