@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tarfile
 import time
 import zipfile
@@ -168,8 +169,7 @@ def test_abandoned_staging_is_reported_then_removed_but_a_running_install_keeps_
 
 def _read_only(path: Path, *command: str) -> subprocess.CompletedProcess:
     """Run the CLI with `path` read-only: a read-only bind mount (root ignores file modes), else chmod."""
-    locomlx = str(Path(os.environ.get("VIRTUAL_ENV", Path(__import__("sys").executable).parent.parent)) / "bin"
-                  / "locomlx")
+    locomlx = str(Path(sys.executable).parent / "locomlx")
     if os.geteuid() == 0:
         if not shutil.which("bwrap"):
             pytest.skip("needs bubblewrap to make a read-only library as root")
