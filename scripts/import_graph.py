@@ -22,7 +22,7 @@ PACKAGE = ROOT / "locomlx"
 
 # Lowest first. A part is a subpackage or a top-level module of locomlx.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundations", ("errors", "atomic", "provenance", "prompt", "blas", "heap", "_version")),
+    ("foundations", ("errors", "atomic", "provenance", "prompt", "blas", "heap", "distributed", "_version")),
     ("data and adapter files", ("data", "adapters")),
     ("scoring", ("scoring",)),
     ("base models", ("models",)),

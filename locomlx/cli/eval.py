@@ -42,6 +42,9 @@ def _list_metrics(ctx, param, value):
 @click.option("--batch-size", default=DEFAULT_BATCH, show_default=True, type=click.IntRange(1),
               help="Answers generated together.")
 @adapters_dir_option
+@click.option("--all", "whole_library", is_flag=True,
+              help="Every installed adapter of the library, each as `eval ADAPTER` would; under mlx.launch the "
+                   "answers are shared among the ranks (docs/distributed.md).")
 @click.option("--no-ood", is_flag=True, help="Skip the out-of-domain check.")
 @click.option("--ood-limit", default=None, type=click.IntRange(1),
               help="Score only the first N examples of each out-of-domain benchmark [all].")
@@ -55,7 +58,8 @@ def _list_metrics(ctx, param, value):
 @boost_options
 @json_option("results.json instead of the report")
 def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, max_tokens, batch_size, adapters_dir,
-                 no_ood, ood_limit, output, allow_unisolated_code, reread, votes, vote_temperature, ensemble, as_json):
+                 whole_library, no_ood, ood_limit, output, allow_unisolated_code, reread, votes, vote_temperature,
+                 ensemble, as_json):
     """Evaluate an adapter against the base model; exit code 0 = PASS, 2 = FAIL.
 
     Runs adapter and base (greedy, batched) on the adapter's benchmark, then
@@ -80,6 +84,8 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
       locomlx eval --benchmark data/benchmark.jsonl          # base model only
       locomlx eval adapters/math --reread --votes 9 --vote-temperature 0.7
       locomlx eval adapters/sentiment --benchmark adapters/spam/eval/benchmark.jsonl   # one OOD check
+      locomlx eval --all                                     # the whole library
+      mlx.launch --hosts 10.0.0.1,10.0.0.2 -- locomlx eval --all   # the same, on two Macs
     """
     from locomlx.adapters.library import find_adapter
     from locomlx.atomic import write_json_atomic
@@ -98,6 +104,15 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
     inference = InferenceConfig(max_tokens=max_tokens, limit=limit, batch_size=batch_size, reread=reread, votes=votes,
                                 vote_temperature=vote_temperature)
     show = counter_progress()
+    if whole_library:
+        given = [flag for flag, value in [("ADAPTER", adapter), ("--benchmark", benchmark), ("--metric", metric),
+                                          ("--base-model", base_model), ("--output", output),
+                                          ("--no-ood", no_ood), ("--ensemble", ensemble)] if value]
+        if given:
+            raise LocomlxError(f"--all evaluates every adapter of the library on its own benchmark, against the "
+                               f"registry's base model, writing each adapter's eval/ files; drop {', '.join(given)}.")
+        _evaluate_library(adapters_dir, inference, ood_limit, show, as_json)
+        return
     if adapter is None:
         if not benchmark:
             raise LocomlxError("Give an ADAPTER, or --benchmark FILE to score the base model alone.")
@@ -120,3 +135,34 @@ def eval_command(adapter, adapter_option, base_model, benchmark, metric, limit, 
                                   output=output)
     click.echo(json.dumps(evaluation.results, indent=2) if as_json else format_report(evaluation))
     sys.exit(0 if evaluation.passed else 2)
+
+
+def _evaluate_library(adapters_dir, inference, ood_limit, show, as_json):
+    from locomlx.distributed import current_world, stop_on_sigterm
+    from locomlx.eval.library import evaluate_library
+
+    world = current_world()
+    stop_on_sigterm(world)
+    message = (lambda m: click.echo(f"[{world.label}] {m}", err=True)) if world.label else \
+        (lambda m: click.echo(m, err=True))
+    report = evaluate_library(library_path(adapters_dir), world, inference, ood_limit, message, show)
+    shards = report.answers
+    message(f"{shards.shards} shards: " + ", ".join(
+        f"rank {rank} generated {g}, reused {r}" for rank, (g, r) in enumerate(zip(shards.generated, shards.reused))))
+    if not world.is_leader:
+        return
+    if as_json:
+        click.echo(json.dumps({"adapters": [e.results for e in report.evaluations], "skipped": report.skipped,
+                               "registry_changes": report.registry_changes, "world_size": world.size,
+                               "shards": shards.__dict__}, indent=2))
+    else:
+        click.echo(f"{'adapter':<28} {'score':>6} {'base':>6} {'p':>7} {'ood loss':>8}  verdict")
+        for e in report.evaluations:
+            r = e.results
+            click.echo(f"{r['adapter']:<28} {r['adapter_score']:>6.3f} {r['base_model_score']:>6.3f} "
+                       f"{r['p_value']:>7.2g} {r['ood_degradation']:>8.3f}  {'PASS' if r['passed'] else 'FAIL'}")
+        for name in report.skipped:
+            click.echo(f"{name:<28} skipped: no eval/benchmark.jsonl")
+        for change in report.registry_changes:
+            click.echo(f"registry: {change}")
+    sys.exit(0 if all(e.passed for e in report.evaluations) else 2)

@@ -72,6 +72,9 @@ def train_command(config_file, resume, as_json, **options):
       locomlx train --dataset data/train.jsonl --output adapters/my-skill --resume
       locomlx train --dataset data/train.jsonl --output adapters/my-skill --replay data/other-task.jsonl
       mlx_lm.generate --model <base dir> --adapter-path adapters/my-skill --prompt "..."
+      mlx.launch --hosts 10.0.0.1,10.0.0.2 -- locomlx train --config configs/train.yaml   # data parallel
+
+    Under mlx.launch, --batch-size is the global batch, split among the ranks (docs/distributed.md).
     """
     from locomlx.train.config import load_config
     from locomlx.train.trainer import resume_config, train
@@ -86,8 +89,16 @@ def train_command(config_file, resume, as_json, **options):
     else:
         options["replay"] = list(options["replay"]) or None  # not given: keep the config file's list
         config = load_config(config_file, options)
-    result = train(config, resume=resume, on_progress=training_progress(),
-                   on_message=lambda msg: click.echo(msg, err=True))
+    from locomlx.distributed import current_world, stop_on_sigterm
+
+    world = current_world()
+    stop_on_sigterm(world)
+    leader = world.is_leader
+    result = train(config, resume=resume, on_progress=training_progress() if leader else None,
+                   on_message=(lambda msg: click.echo(msg, err=True)) if leader else (lambda msg: None),
+                   world=world)
+    if not leader:
+        return
     s = result.state
     summary = {"output": str(result.output), "steps": s.step, "trained_tokens": s.trained_tokens,
                "train_seconds": s.train_seconds, "final_train_loss": s.history[-1].train_loss,

@@ -85,6 +85,18 @@ def _is_own(adapter_dir: Path, benchmark: Path) -> bool:
     return not own.is_file() or own.resolve() == benchmark.resolve() or own.read_bytes() == benchmark.read_bytes()
 
 
+def ood_benchmarks(library: Path, own: Path) -> list[Path]:
+    """The library's benchmarks an adapter whose benchmark is `own` is checked on out of domain: every other one,
+    a copy of one already listed (or of `own`) once."""
+    seen = {own.read_bytes()}
+    found = []
+    for other in library_benchmarks(library):
+        if other.read_bytes() not in seen:
+            seen.add(other.read_bytes())
+            found.append(other)
+    return found
+
+
 def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | None = None,
                      benchmark: str | Path | None = None, metric: str | None = None,
                      inference: InferenceConfig = InferenceConfig(), ood: bool = True,
@@ -141,11 +153,7 @@ def evaluate_adapter(adapter_dir: str | Path, library: Path, base_model: str | N
     ood_inference, ood_base_inference = (replace(i, limit=ood_limit or i.limit) for i in (inference, base_inference))
     ood_runs = []
     if ood:
-        seen = {benchmark.read_bytes()}
-        for other in library_benchmarks(library):
-            if other.read_bytes() in seen:  # its own benchmark, or a copy of one already checked
-                continue
-            seen.add(other.read_bytes())
+        for other in ood_benchmarks(library, benchmark):
             label = _label(other)
             ood_runs.append((run_benchmark(engine, other, name, None, ood_inference, progress(f"{name} on {label}")),
                              run_benchmark(engine, other, None, None, ood_base_inference,

@@ -108,8 +108,8 @@ def load_benchmark(path: str | Path) -> list[Example]:
     return report.examples
 
 
-def _answers_cache_path(engine: Engine, adapter: str | None, sha: str, inference: InferenceConfig,
-                        metric: str) -> Path | None:
+def answers_cache_path(engine: Engine, adapter: str | None, sha: str, inference: InferenceConfig,
+                       metric: str) -> Path | None:
     """Where one model's answers to a benchmark are kept; None when the model has no files to name it by
     (compositions, ensembles). The key is the base model, the adapter's weights and config hashes,
     the benchmark hash and the inference settings except `limit`: the file holds the answers to
@@ -133,15 +133,46 @@ def _answers_cache_path(engine: Engine, adapter: str | None, sha: str, inference
 
 
 @dataclass
-class _Answers:
+class Answers:
+    """One model's answers to the first len(outputs) examples of a benchmark, as the cache keeps them."""
     outputs: list[str]
     tokens_per_second: float
     seconds: float
     votes: list[str | None]
 
+    def __add__(self, later: "Answers") -> "Answers":
+        """These answers followed by those to the next examples."""
+        seconds = self.seconds + later.seconds
+        tokens = self.tokens_per_second * self.seconds + later.tokens_per_second * later.seconds
+        return Answers(self.outputs + later.outputs, tokens / seconds if seconds else 0.0, seconds,
+                       self.votes + later.votes)
 
-def _generate(engine: Engine, examples: list[Example], adapter: str | None, metric: str, inference: InferenceConfig,
-              on_progress: Callable[[int, int], None] | None, offset: int = 0) -> _Answers:
+    def first(self, n: int) -> "Answers":
+        """The answers to the first n examples; their time is their share of the whole."""
+        share = n / len(self.outputs) if self.outputs else 0.0
+        return Answers(self.outputs[:n], self.tokens_per_second, self.seconds * share, self.votes[:n])
+
+
+    def to_record(self) -> dict:
+        """The answers as the cache files keep them (JSON)."""
+        return {"outputs": self.outputs, "votes": self.votes, "generation_tokens_per_second": self.tokens_per_second,
+                "generation_seconds": self.seconds}
+
+    @classmethod
+    def from_record(cls, data: dict) -> "Answers":
+        return cls(data["outputs"], data["generation_tokens_per_second"], data["generation_seconds"], data["votes"])
+
+
+def read_answers(cache: Path | None) -> Answers | None:
+    """The cached answers in `cache` (None when there are none)."""
+    if cache is None or not cache.is_file():
+        return None
+    return Answers.from_record(json.loads(cache.read_text()))
+
+
+def generate_answers(engine: Engine, examples: list[Example], adapter: str | None, metric: str,
+                     inference: InferenceConfig, on_progress: Callable[[int, int], None] | None,
+                     offset: int = 0) -> Answers:
     """Answers in batches: greedy, or voted on when the inference config asks for votes or an ensemble.
 
     `offset` is the first example's index in the benchmark: sampling seeds follow it, so answers
@@ -152,7 +183,7 @@ def _generate(engine: Engine, examples: list[Example], adapter: str | None, metr
         progress = (lambda done, total: on_progress(offset + done, offset + total)) if on_progress else None
         batch = engine.generate_batch(conversations, adapter, inference.max_tokens, inference.batch_size,
                                       on_progress=progress)
-        return _Answers(batch.texts, batch.tokens_per_second, batch.seconds, [None] * len(examples))
+        return Answers(batch.texts, batch.tokens_per_second, batch.seconds, [None] * len(examples))
     members = inference.ensemble or [adapter]
     outputs: list[str] = []
     splits: list[str | None] = []
@@ -170,7 +201,7 @@ def _generate(engine: Engine, examples: list[Example], adapter: str | None, metr
         seconds += batch.seconds
         if on_progress:
             on_progress(offset + len(outputs), offset + len(examples))
-    return _Answers(outputs, tokens / seconds if seconds else 0.0, seconds, splits)
+    return Answers(outputs, tokens / seconds if seconds else 0.0, seconds, splits)
 
 
 def _vote(metric: str, example: Example, candidates):
@@ -195,22 +226,16 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         check_isolation()  # refuse now, not after every answer was generated
     sha = file_sha256(benchmark)
     start = time.perf_counter()
-    cache = _answers_cache_path(engine, adapter, sha, inference, metric)
-    cached = json.loads(cache.read_text()) if cache is not None and cache.is_file() else None
-    have = len(cached["outputs"]) if cached else 0
+    cache = answers_cache_path(engine, adapter, sha, inference, metric)
+    cached = read_answers(cache)
+    have = len(cached.outputs) if cached else 0
     if have >= len(examples):
-        share = len(examples) / have  # the time of a prefix: its share of the cached run's time
-        answers = _Answers(cached["outputs"][:len(examples)], cached["generation_tokens_per_second"],
-                           cached["generation_seconds"] * share, cached["votes"][:len(examples)])
+        answers = cached.first(len(examples))
     else:
-        new = _generate(engine, examples[have:], adapter, metric, inference, on_progress, offset=have)
-        answers = new if not cached else _Answers(cached["outputs"] + new.outputs, new.tokens_per_second,
-                                                  cached["generation_seconds"] + new.seconds,
-                                                  cached["votes"] + new.votes)
+        new = generate_answers(engine, examples[have:], adapter, metric, inference, on_progress, offset=have)
+        answers = cached + new if cached else new
         if cache is not None:
-            write_json_atomic(cache, {"outputs": answers.outputs, "votes": answers.votes,
-                                      "generation_tokens_per_second": answers.tokens_per_second,
-                                      "generation_seconds": answers.seconds})
+            write_json_atomic(cache, answers.to_record())
     outputs = answers.outputs
     judge_passes = None
     if get_metric(metric).score is None:  # graded by a language model

@@ -5,6 +5,13 @@ and cut into batches once (little padding), and each epoch shuffles the batch
 order with its own seeded generator. A resumed run therefore sees exactly the
 batches an uninterrupted run would; the RNG is re-seeded from the step, and
 with the optimizer state restored from the checkpoint it reaches the same weights.
+
+Under `mlx.launch` (data parallel), every rank takes every world-size-th row of
+the same global batch, and each rank's loss is its share of the global answer
+tokens, so the summed gradients are the gradient of the global batch's mean loss:
+the run follows the single-process one up to floating-point summation order.
+Rank 0 alone writes checkpoints and, on resume, hands its weights and optimizer
+state to the others.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
+from locomlx.distributed import LostRank, World, all_sum, all_sum_tree, broadcast_arrays, broadcast_object
 from locomlx.errors import LocomlxError
 from locomlx.train.config import TrainConfig
 
@@ -87,8 +95,9 @@ class BatchPlan:
         permutation = np.random.default_rng([self.seed, epoch]).permutation(self.steps_per_epoch)
         return self.batches[permutation[position]]
 
-    def batch(self, step: int) -> tuple[mx.array, mx.array]:
-        return collate([self.data[i] for i in self.indices(step)])
+    def batch(self, step: int, world: World = World(None)) -> tuple[mx.array, mx.array]:
+        """Batch `step`, or this rank's rows of it (every world-size-th one)."""
+        return collate([self.data[i] for i in self.indices(step)[world.rank::world.size]])
 
 
 def collate(items: Encoded) -> tuple[mx.array, mx.array]:
@@ -226,26 +235,53 @@ def add_lora_layers(model: nn.Module, config: TrainConfig) -> None:
                            "dropout": config.lora_dropout, "keys": config.target_modules})
 
 
+def _share_of_global_loss(model, batch, positions, mask, share):
+    """This rank's mean answer loss times its share of the global batch's answer tokens: summed over the ranks,
+    the global batch's mean loss (share is 1 in a single process, which leaves the loss bit-for-bit as it is)."""
+    loss, tokens = answer_loss(model, batch, positions, mask)
+    return loss * share, tokens
+
+
+def _start_state(model: nn.Module, optimizer: optim.Optimizer, state: LoopState, world: World) -> LoopState:
+    """Every rank starts from rank 0's weights, optimizer state and step (a resumed run's checkpoint is only
+    on rank 0's host)."""
+    if world.size == 1:
+        return state
+    model.update(tree_unflatten(list(broadcast_arrays(world, dict(tree_flatten(model.trainable_parameters())))
+                                     .items())))
+    moments = broadcast_arrays(world, dict(tree_flatten(optimizer.state)))
+    if moments:
+        optimizer.state = tree_unflatten(list(moments.items()))
+    return LoopState.from_json(broadcast_object(world, state.to_json()))
+
+
 def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: TrainConfig, checkpoint_dir: Path,
-             resume: bool, on_progress: Callable[[LoopState, LossPoint | None], None] | None = None) -> LoopState:
+             resume: bool, on_progress: Callable[[LoopState, LossPoint | None], None] | None = None,
+             world: World = World(None)) -> LoopState:
     from mlx_lm.tuner.trainer import grad_checkpoint
 
+    if config.batch_size < world.size:
+        raise LocomlxError(f"--batch-size {config.batch_size} is the global batch, split among {world.size} ranks; "
+                           f"give at least {world.size} so that every rank has a row.")
     plan = BatchPlan(train_data, config.batch_size, config.seed)
     optimizer = optim.Adam(learning_rate=config.lr)
     state = LoopState(total_steps=max(1, math.ceil(config.epochs * plan.steps_per_epoch)),
                       steps_per_epoch=plan.steps_per_epoch)
-    if resume:
+    if resume and world.is_leader:
         state = load_checkpoint(checkpoint_dir, model, optimizer)
+    state = _start_state(model, optimizer, state, world)
     if config.grad_checkpoint:
         grad_checkpoint(model.layers[0])
 
-    loss_and_grad = nn.value_and_grad(model, answer_loss)
+    loss_and_grad = nn.value_and_grad(model, _share_of_global_loss)
     compiled_state = [model.state, optimizer.state, mx.random.state]
     accumulate = config.grad_accumulation
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
-    def train_step(batch, positions, mask, previous_grad, do_update):
-        (loss, tokens), grad = loss_and_grad(model, batch, positions, mask)
+    def train_step(batch, positions, mask, share, previous_grad, do_update):
+        (loss, tokens), grad = loss_and_grad(model, batch, positions, mask, share)
+        grad = all_sum_tree(world, grad)
+        loss = all_sum(world, loss)
         if previous_grad is not None:
             grad = tree_map(lambda a, b: a + b, grad, previous_grad)
         if do_update:
@@ -264,14 +300,18 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
             while state.step < state.total_steps:
                 consistent = False
                 tic = time.perf_counter()
-                batch, lengths = plan.batch(state.step)
+                batch, lengths = plan.batch(state.step, world)
                 # Randomness (dropout) is a function of the step, so a resumed run needs no saved RNG state.
                 mx.random.seed(config.seed * 1_000_003 + state.step)
                 do_update = (state.step + 1) % accumulate == 0 or state.step + 1 == state.total_steps
-                loss, _, grad = train_step(batch, *answer_windows(lengths), grad, do_update)
+                positions, mask = answer_windows(lengths)
+                # answer tokens (for the loss) and prompt + answer tokens (throughput; padding excluded)
+                mine = mx.array([int(mask.sum().item()), int(lengths[:, 1].sum().item())])
+                answer_tokens, processed = (int(n) for n in all_sum(world, mine).tolist())
+                share = mx.array(int(mine[0].item()) / answer_tokens if world.size > 1 else 1.0)
+                loss, _, grad = train_step(batch, positions, mask, share, grad, do_update)
                 mx.eval(compiled_state, loss, grad)
                 seconds = time.perf_counter() - tic
-                processed = int(lengths[:, 1].sum().item())  # prompt + answer tokens, padding excluded
                 state.step += 1
                 state.trained_tokens += processed
                 state.train_seconds += seconds
@@ -291,21 +331,30 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
                                       val, window_tokens / window_seconds if window_seconds else None)
                     state.history.append(point)
                     window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
-                if state.step % config.steps_per_save == 0 and not last and grad is None:
+                if state.step % config.steps_per_save == 0 and not last and grad is None and world.is_leader:
                     save_checkpoint(checkpoint_dir, model, optimizer, state)
                 if on_progress:
                     on_progress(state, point)
                 if interrupt.requested and grad is None and not last:
                     raise KeyboardInterrupt
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, LostRank, RuntimeError) as exc:
+        if isinstance(exc, RuntimeError) and world.size == 1:
+            raise
         # Checkpoint only between steps and at an optimizer-update boundary (mid-accumulation gradients are not
-        # saved); Ctrl-C itself only asks for a stop at the next such boundary (DeferredInterrupt).
-        if consistent and grad is None and state.step > 0:
+        # saved); Ctrl-C itself only asks for a stop at the next such boundary (DeferredInterrupt). A step that
+        # completed was complete on every rank (its gradients were summed over all), so a lost rank keeps it.
+        if world.size > 1 and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # mlx.launch's stop must not cut the save short
+        if consistent and grad is None and state.step > 0 and world.is_leader:
             save_checkpoint(checkpoint_dir, model, optimizer, state)
             where = f"step {state.step}"
         else:
             where = "the last saved step"
-        raise TrainingInterrupted(f"Training interrupted; checkpoint kept at {where}. "
-                                  "Run the same command with --resume to continue.") from None
+        if isinstance(exc, KeyboardInterrupt):
+            raise TrainingInterrupted(f"Training interrupted; checkpoint kept at {where}. "
+                                      "Run the same command with --resume to continue.") from None
+        raise LostRank(f"{world.label}: the distributed run lost a rank ({exc}); checkpoint kept at {where} on "
+                       "rank 0's host. Run the same command with --resume (with or without mlx.launch) to "
+                       "continue.") from None
     model.eval()
     return state

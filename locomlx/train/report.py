@@ -124,5 +124,6 @@ Written by `locomlx train` on {facts['finished']}. Every number below comes from
 | throughput | {tps:.0f} tokens/s |
 | peak memory | {facts['peak_memory_mb']:.0f} MB |
 | hardware | {facts['hardware']} |
+| ranks (data parallel, mlx.distributed) | {facts['world_size']} |
 | software | {facts['software']} |
 """

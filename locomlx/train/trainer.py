@@ -4,6 +4,9 @@ The run lives in `<output>.partial/` (with its checkpoint) and is renamed to
 `<output>` only when everything is written, so a half-written adapter never
 appears under the real name. `resume=True` continues `<output>.partial/` with
 the configuration stored there.
+
+Under `mlx.launch` every rank loads the base and the data and takes its share of each batch (train/loop.py);
+rank 0 alone writes: the partial folder, its checkpoints and the finished adapter.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from locomlx._version import __version__
 from locomlx.adapters.library import library_dir
 from locomlx.data.checks import check_file, library_benchmarks
 from locomlx.data.records import Example
+from locomlx.distributed import World, broadcast_object
 from locomlx.engine.engine import peak_memory_mb
 from locomlx.errors import LocomlxError
 from locomlx.models.load import load_base
@@ -93,8 +97,9 @@ def _check_data(config: TrainConfig, tokenizer, benchmarks: list[Path]) -> list[
     return report.examples
 
 
-def _facts(config: TrainConfig, base, name: str) -> dict:
+def _facts(config: TrainConfig, base, name: str, world: World) -> dict:
     return {
+        "world_size": world.size,
         "name": name,
         "base_model": base.resolved.reference,
         "base_source": base.resolved.source,
@@ -205,9 +210,12 @@ def _move_into(partial: Path, output: Path) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False, on_progress: Callable | None = None,
-          on_message: Callable[[str], None] = lambda msg: None) -> TrainResult:
+          on_message: Callable[[str], None] = lambda msg: None, world: World = World(None)) -> TrainResult:
+    """Train and write the adapter (rank 0); the other ranks of a distributed run train and return."""
     started = time.perf_counter()
-    config = _prepare_output(config, resume)
+    if world.is_leader:
+        config = _prepare_output(config, resume)
+    config = dataclasses.replace(config, benchmark=broadcast_object(world, config.benchmark))
     output = Path(config.output)
     partial = partial_dir(output)
 
@@ -230,7 +238,10 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
         on_message(_length_message(base.tokenizer, train_examples, replayed, config))
 
     add_lora_layers(base.model, config)
-    facts = _facts(config, base, output.name)
+    if not world.is_leader:
+        state = run_loop(base.model, train_data, val_data, config, partial / "checkpoint", resume, None, world)
+        return TrainResult(output, state, stats)
+    facts = _facts(config, base, output.name, world)
     if resume:
         _check_same_dataset(partial / "training" / "train_config.yaml", config.dataset, facts["dataset_sha256"])
     (partial / "training").mkdir(parents=True, exist_ok=True)
@@ -238,7 +249,7 @@ def train(config: TrainConfig, resume: bool = False, on_progress: Callable | Non
                                                                    "compute_dtype", "dataset_sha256", "versions")}}
     (partial / "training" / "train_config.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
 
-    state = run_loop(base.model, train_data, val_data, config, partial / "checkpoint", resume, on_progress)
+    state = run_loop(base.model, train_data, val_data, config, partial / "checkpoint", resume, on_progress, world)
 
     _write_adapter(partial, base.model, config, len(base.model.layers), base.resolved.reference)
     dataset = partial / "training" / "dataset.jsonl"
