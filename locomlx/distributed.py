@@ -4,24 +4,22 @@ A command run without `mlx.launch` is a world of one: every function here then r
 nothing, so the single-machine path is the distributed path with one rank. Python values travel as bytes in
 uint8 arrays over `all_gather` (the ring, MPI, JACCL and NCCL backends all implement it); a peer that stops
 turns the collective's error into a `LostRank` naming what to do, and `mlx.launch` then stops the other
-ranks with SIGTERM, which `stop_on_sigterm` turns into the same clean error.
+ranks with SIGTERM, which `stop_on_sigterm` turns into a clean error too.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
+import threading
 from dataclasses import dataclass
 
-from locomlx.errors import LocomlxError
+from locomlx.errors import LocomlxError, LostRank
 
 import mlx.core as mx
 import numpy as np
-
-
-class LostRank(LocomlxError):
-    """A rank of the distributed run stopped before the others were done with it."""
-
 
 RERUN_HINT = ("Work that finished is cached on the host that did it; run the same command again (with or "
               "without mlx.launch) and only what is missing is redone.")
@@ -125,14 +123,30 @@ def all_sum_tree(world: World, tree):
                            for (name, a), part in zip(flat, mx.split(summed, cuts))])
 
 
-def stop_on_sigterm(world: World) -> None:
-    """When `mlx.launch` stops this rank because another one ended, end with a clear error (and the usual
-    cleanup) instead of Python's silent death by SIGTERM."""
+SAVING = threading.Lock()  # held while a rank writes what a rerun resumes from (a checkpoint): SIGTERM waits
+
+
+def stop_on_sigterm(world: World, hint: str = RERUN_HINT) -> None:
+    """When `mlx.launch` stops this rank because another one ended, print why and exit 1, instead of dying
+    silently or hanging. The main thread may be blocked inside a collective the lost peer never completes,
+    where no Python signal handler would run, so Python's own signal catcher only writes the signal to a
+    pipe (`signal.set_wakeup_fd`, whichever thread the signal lands on) and a thread of ours reads it. An
+    ongoing save (`SAVING`) is let finish first."""
     if world.size == 1:
         return
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)  # the thread below does the work
+    signal.set_wakeup_fd(write_end)
 
-    def stop(signum, frame):
-        raise LostRank(f"{world.label}: stopped by mlx.launch because another rank of the run ended (it failed or "
-                       f"its host was lost; its own output says why). {RERUN_HINT}")
+    def wait():
+        while signal.SIGTERM not in os.read(read_end, 64):
+            pass
+        SAVING.acquire(timeout=60)
+        sys.stderr.write(f"error: {world.label}: stopped by mlx.launch because another rank of the run ended (it "
+                         f"failed or its host was lost; its own output says why). {hint}\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
 
-    signal.signal(signal.SIGTERM, stop)
+    threading.Thread(target=wait, name="locomlx-sigterm", daemon=True).start()

@@ -191,18 +191,24 @@ def test_data_parallel_training_follows_the_one_process_run_and_resumes(tmp_path
     for key in a:
         np.testing.assert_allclose(np.array(b[key]), np.array(a[key]), atol=1e-5, err_msg=key)
 
-    # A rank lost mid-run: rank 0 keeps a checkpoint, and --resume (here in one process) finishes the same run.
-    launched = _launch([*args, "--output", "three"], tmp_path, tmp_path / "cache")
+    # A rank lost mid-run: rank 0 keeps a checkpoint, and --resume (here in one process) finishes the same run
+    # as an uninterrupted one (a longer run, so that rank 1 is still training when it is killed).
+    longer = [*args, "--epochs", "3"]
+    uninterrupted = _launch([*longer, "--output", "four"], tmp_path, tmp_path / "cache")
+    out, err = uninterrupted.communicate(timeout=600)
+    assert "Adapter written to four" in out, err
+    launched = _launch([*longer, "--output", "three"], tmp_path, tmp_path / "cache")
     state = tmp_path / "three.partial" / "checkpoint" / "state.json"
     _kill_rank_one_after(launched, tmp_path / "cache", state.is_file)
     out, err = launched.communicate(timeout=300)
-    assert "checkpoint kept at" in err and "--resume" in err, err
+    assert "error: rank 0/2" in err and "--resume" in err, err  # the ring's error, or mlx.launch's stop
     assert not (tmp_path / "three").exists()
-    resumed = _alone([*args, "--output", "three", "--resume"], tmp_path, tmp_path / "cache")
+    resumed = _alone([*longer, "--output", "three", "--resume"], tmp_path, tmp_path / "cache")
     assert resumed.returncode == 0, resumed.stderr
     c = mx.load(str(tmp_path / "three/adapter_model.safetensors"))
-    for key in a:
-        np.testing.assert_allclose(np.array(c[key]), np.array(a[key]), atol=1e-5, err_msg=key)
+    d = mx.load(str(tmp_path / "four/adapter_model.safetensors"))
+    for key in d:
+        np.testing.assert_allclose(np.array(c[key]), np.array(d[key]), atol=1e-5, err_msg=key)
 
 
 def test_shards_go_to_their_holders_then_costliest_first_to_the_least_loaded():

@@ -4,6 +4,7 @@ printing; shared options live in options.py. No business logic lives here."""
 from __future__ import annotations
 
 import errno
+import os
 import sys
 import traceback
 import warnings
@@ -19,7 +20,7 @@ from locomlx.cli.registry import adapters, leaderboard, promote, registry, repor
 from locomlx.cli.router import route, router
 from locomlx.cli.serve import serve
 from locomlx.cli.train import train_command
-from locomlx.errors import LocomlxError
+from locomlx.errors import LocomlxError, LostRank
 
 import click
 
@@ -42,6 +43,11 @@ def _clean_errors(invoke, ctx):
         if (ctx.obj and ctx.obj.get("debug")) or "--debug" in sys.argv:
             traceback.print_exc()
         click.secho(f"error: {exc}", fg="red", err=True)
+        if isinstance(exc, LostRank):
+            # MLX's teardown waits on the collective the lost peer never finishes: leave without it.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(1)
         sys.exit(1)
     except OSError as exc:
         if exc.errno not in _UNWRITABLE:

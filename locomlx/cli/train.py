@@ -92,7 +92,8 @@ def train_command(config_file, resume, as_json, **options):
     from locomlx.distributed import current_world, stop_on_sigterm
 
     world = current_world()
-    stop_on_sigterm(world)
+    stop_on_sigterm(world, "Its last checkpoint is kept on rank 0's host: run the same command with --resume (with "
+                           "or without mlx.launch) to continue.")
     leader = world.is_leader
     result = train(config, resume=resume, on_progress=training_progress() if leader else None,
                    on_message=(lambda msg: click.echo(msg, err=True)) if leader else (lambda msg: None),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from locomlx.atomic import write_json_atomic
+from locomlx.data.records import Example
 from locomlx.distributed import World, check_same, gather_objects
 from locomlx.engine.engine import Engine
 from locomlx.eval.run import (
@@ -84,13 +85,13 @@ def plan_jobs(engine: Engine, work: list[tuple[str | None, Path, int | None]], i
     return list(jobs.values())
 
 
-def cut_shards(engine: Engine, jobs: list[Job], size: int, max_tokens: int) -> list[Shard]:
+def cut_shards(engine: Engine, jobs: list[Job], examples_of: list[list[Example]], size: int,
+               max_tokens: int) -> list[Shard]:
     """Every job cut into shards of `size` examples, each costed by its prompts' tokens and its expected
     answers' (the reference's length plus a little, at most max_tokens)."""
     tokenizer = engine.base.tokenizer
     shards = []
-    for index, job in enumerate(jobs):
-        examples = load_benchmark(job.benchmark)[:job.n_examples]
+    for index, (job, examples) in enumerate(zip(jobs, examples_of)):
         for start in range(0, job.n_examples, size):
             cost = sum(PROMPT_TOKEN_COST * len(tokenizer.encode(ex.instruction + "\n" + ex.input))
                        + min(max_tokens, len(tokenizer.encode(ex.output)) + ANSWER_SLACK_TOKENS)
@@ -129,7 +130,8 @@ def _cached(shard: Shard, jobs: list[Job], main: dict[int, Answers | None]) -> A
 def answer_jobs(engine: Engine, jobs: list[Job], inference: InferenceConfig, world: World,
                 on_progress: Callable[[str, int, int], None] | None = None) -> ShardedAnswers:
     """Generate every job's answers across the world's ranks; on rank 0, the jobs' answer caches are complete."""
-    shards = cut_shards(engine, jobs, inference.batch_size, inference.max_tokens)
+    examples_of = [load_benchmark(job.benchmark)[:job.n_examples] for job in jobs]
+    shards = cut_shards(engine, jobs, examples_of, inference.batch_size, inference.max_tokens)
     check_same(world, "The planned work (adapters, benchmarks, options)",
                [[j.model, str(j.benchmark), j.n_examples, j.cache.name] for j in jobs])
     main = {i: read_answers(job.cache) for i, job in enumerate(jobs)}
@@ -146,7 +148,7 @@ def answer_jobs(engine: Engine, jobs: list[Job], inference: InferenceConfig, wor
         answers = _cached(shard, jobs, main)
         if answers is None:
             job = jobs[shard.job]
-            examples = load_benchmark(job.benchmark)[shard.start:shard.stop]
+            examples = examples_of[shard.job][shard.start:shard.stop]
             progress = (lambda d, t, before=done - shard.start: on_progress(label, before + d, total)) \
                 if on_progress else None  # d counts from shard.start (generate_answers' offset)
             answers = generate_answers(engine, examples, job.adapter, job.metric, inference, progress,

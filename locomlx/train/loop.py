@@ -27,8 +27,8 @@ from functools import partial
 from pathlib import Path
 from typing import Callable
 
-from locomlx.distributed import LostRank, World, all_sum, all_sum_tree, broadcast_arrays, broadcast_object
-from locomlx.errors import LocomlxError
+from locomlx.distributed import SAVING, World, all_sum, all_sum_tree, broadcast_arrays, broadcast_object
+from locomlx.errors import LocomlxError, LostRank
 from locomlx.train.config import TrainConfig
 
 import mlx.core as mx
@@ -332,7 +332,8 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
                     state.history.append(point)
                     window_loss, window_tokens, window_seconds, window_steps = 0.0, 0, 0.0, 0
                 if state.step % config.steps_per_save == 0 and not last and grad is None and world.is_leader:
-                    save_checkpoint(checkpoint_dir, model, optimizer, state)
+                    with SAVING:
+                        save_checkpoint(checkpoint_dir, model, optimizer, state)
                 if on_progress:
                     on_progress(state, point)
                 if interrupt.requested and grad is None and not last:
@@ -343,10 +344,9 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
         # Checkpoint only between steps and at an optimizer-update boundary (mid-accumulation gradients are not
         # saved); Ctrl-C itself only asks for a stop at the next such boundary (DeferredInterrupt). A step that
         # completed was complete on every rank (its gradients were summed over all), so a lost rank keeps it.
-        if world.size > 1 and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # mlx.launch's stop must not cut the save short
         if consistent and grad is None and state.step > 0 and world.is_leader:
-            save_checkpoint(checkpoint_dir, model, optimizer, state)
+            with SAVING:  # mlx.launch's stop waits for it (distributed.stop_on_sigterm)
+                save_checkpoint(checkpoint_dir, model, optimizer, state)
             where = f"step {state.step}"
         else:
             where = "the last saved step"
