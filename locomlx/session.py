@@ -22,10 +22,12 @@ from locomlx.boost.ensemble import load_members
 from locomlx.boost.sampling import VoteSettings, answer_by_vote
 from locomlx.engine.compose import parse_composition
 from locomlx.engine.engine import Engine, Generation
+from locomlx.errors import LocomlxError
 from locomlx.prompt import user_turn
 from locomlx.registry import active_adapters, load_registry
 from locomlx.registry.store import read_registry
-from locomlx.router.decision import RouteDecision, Router
+from locomlx.router.decision import GENERAL, RouteDecision, Router
+from locomlx.router.feedback import Feedback, check_verdict, record_feedback
 from locomlx.router.load import load_router
 
 AUTO = "auto"
@@ -52,6 +54,7 @@ class Answer:
     requested: str  # what the user asked for: a name, 'none' or 'auto'
     confidence: float | None = None
     note: str = ""
+    route: RouteDecision | None = None  # the router's decision, when it chose
 
     def footer(self) -> str:
         g = self.generation
@@ -65,7 +68,8 @@ class Answer:
     def to_dict(self) -> dict:
         stats = {k: v for k, v in self.generation.to_dict().items() if k not in ("text", "adapter")}
         return {"answer": self.generation.text, "adapter": self.generation.adapter, "requested_adapter": self.requested,
-                "confidence": self.confidence, "note": self.note, **stats}
+                "confidence": self.confidence, "note": self.note,
+                "route": self.route.to_dict() if self.route else None, **stats}
 
 
 @dataclass
@@ -114,6 +118,19 @@ class AdapterChooser:
         resident = self.engine.load_adapter(path, name)
         return name, f"loaded adapter '{name}' from {path} in {resident.load_seconds * 1000:.1f} ms"
 
+    def domains(self) -> list[str]:
+        """What a `wrong DOMAIN` verdict may name: the active domains and general (the base model)."""
+        return sorted(active_adapters(load_registry(self.library))) + [GENERAL]
+
+    def record(self, question: str, choice: Choice, answer: str, verdict: str, correct_domain: str | None = None,
+               source: str = "chat", response_id: str | None = None) -> Feedback:
+        """Store a user's verdict on one answer (router/feedback.py), checked against the library's domains."""
+        check_verdict(verdict, correct_domain, self.domains() if correct_domain else None)
+        router = choice.decision.router if choice.decision else None
+        return record_feedback(self.library, Feedback(question, verdict, choice.domain, choice.adapter,
+                                                      choice.confidence, router, answer, correct_domain, source,
+                                                      response_id))
+
     def choose(self, requested: str, question: str) -> Choice:
         """The answerer of `question`: the requested adapter, the base (`none`), or the router's choice (`auto`),
         loaded if needed."""
@@ -128,11 +145,17 @@ class AdapterChooser:
         if self._router is None:
             self._router = load_router(self.router_name, self.engine, registry, self.library)
         decision = self._router.route(question)
+        reason = decision.reason
         if decision.adapter is not None and decision.adapter not in self.engine.adapters:
-            self.engine.load_adapter(self.library / registry.adapters[decision.adapter].path, decision.adapter)
+            try:
+                self.engine.load_adapter(self.library / registry.adapters[decision.adapter].path, decision.adapter)
+            except LocomlxError as exc:  # the chain's last step: the base model answers rather than nobody
+                failed = f"{decision.adapter} could not be loaded ({exc}): base model"
+                reason = "; ".join(filter(None, [reason, failed]))
+                return Choice(None, GENERAL, decision.confidence, f"routed: {decision.domain}; {reason}", decision)
         note = f"routed: {decision.domain} ({decision.router}, {decision.seconds * 1000:.0f} ms)"
         return Choice(decision.adapter, decision.domain, decision.confidence,
-                      note + (f"; {decision.reason}" if decision.reason else ""), decision)
+                      note + (f"; {reason}" if reason else ""), decision)
 
 
 @dataclass
@@ -144,6 +167,7 @@ class Session:
     history: list[dict] = field(default_factory=list)
     router_name: str | None = None  # None = $LOCOMLX_ROUTER or the default router
     last_route: RouteDecision | None = field(default=None, init=False, repr=False)
+    last_turn: tuple[str, Choice, str] | None = field(default=None, init=False, repr=False)  # question, who, answer
     chooser: AdapterChooser = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -157,18 +181,26 @@ class Session:
         self.requested, status = self.chooser.load(spec)
         return status
 
-    def route(self, question: str) -> tuple[str | None, float | None, str]:
-        """The adapter for this turn (loaded if needed), the router's confidence and a note on how it was chosen:
+    def route(self, question: str) -> Choice:
+        """The answerer of this turn (loaded if needed), the router's confidence and a note on how it was chosen:
         the user's choice, or the router's for this question (every turn)."""
         choice = self.chooser.choose(self.requested, question)
         if choice.decision is not None:
             self.last_route = choice.decision
-        return choice.adapter, choice.confidence, choice.note
+        return choice
+
+    def feedback(self, verdict: str, correct_domain: str | None = None) -> Feedback:
+        """The user's verdict on the last answer (chat's /good, /bad, /wrong DOMAIN), stored beside the library."""
+        if self.last_turn is None:
+            raise LocomlxError("There is no answer to judge yet: ask a question first.")
+        question, choice, answer = self.last_turn
+        return self.chooser.record(question, choice, answer, verdict, correct_domain)
 
     def stream(self, question: str) -> Iterator[AnswerChunk]:
         """Answer `question` in the conversation so far, yielding text as it is decoded (a voted answer comes
         whole, once the vote is counted); the last chunk carries the `Answer`."""
-        adapter, confidence, note = self.route(question)
+        choice = self.route(question)
+        adapter, confidence, note = choice.adapter, choice.confidence, choice.note
         s = self.settings
         prompt = self.history + [user_turn(question, s.reread)]
         if s.votes > 1 or s.ensemble:
@@ -185,7 +217,8 @@ class Session:
                     yield AnswerChunk(chunk.text)
                 generation = chunk.generation
         self.history += [{"role": "user", "content": question}, {"role": "assistant", "content": generation.text}]
-        yield AnswerChunk("", Answer(generation, self.requested, confidence, note))
+        self.last_turn = (question, choice, generation.text)
+        yield AnswerChunk("", Answer(generation, self.requested, confidence, note, choice.decision))
 
     def ask(self, question: str) -> Answer:
         """The whole answer at once (see `stream`)."""

@@ -48,7 +48,18 @@ def _launch(args, cwd, cache, ranks=2):
     command = [str(BIN / "mlx.launch"), "--backend", "ring", "-n", str(ranks), "--starting-port",
                str(_two_free_ports()), "--python", sys.executable, "--", str(BIN / "locomlx"), *args]
     return subprocess.Popen(command, cwd=cwd, env={**os.environ, "LOCOMLX_CACHE": str(cache)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _finish(launched: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """The launcher's output once it exits; past `timeout` the launcher and its ranks are killed (a hung ring
+    must not outlive the test) and the timeout is raised."""
+    try:
+        return launched.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(launched.pid, signal.SIGKILL)
+        launched.communicate()
+        raise
 
 
 def _alone(args, cwd, cache):
@@ -96,7 +107,7 @@ def test_eval_all_on_two_ranks_writes_what_one_process_writes(library_copies):
     alone = _alone(EVAL_ARGS, one, one / "cache")
     assert alone.returncode in (0, 2), alone.stderr
     launched = _launch(EVAL_ARGS, two, two / "cache")
-    out, err = launched.communicate(timeout=600)
+    out, err = _finish(launched, 600)
     assert "on 2 ranks" in err and "rank 1 generated" in err, err
     assert "Traceback" not in err, err
     results = _files(one / "adapters")
@@ -149,7 +160,7 @@ def test_a_lost_rank_fails_clearly_and_a_rerun_redoes_only_what_is_missing(libra
     args = ["eval", "--all", "--max-tokens", "16", "--batch-size", "2"]  # many small shards: time to kill one
     launched = _launch(args, three, three / "cache")
     _kill_rank_one_after(launched, three / "cache", lambda: _shards_of_rank(three / "cache", 1))
-    out, err = launched.communicate(timeout=300)
+    out, err = _finish(launched, 300)
     assert "rank 0/2:" in err and "run the same command again" in err, err
     assert "Traceback" not in err, err
     assert _files(three / "adapters") == before  # nothing written to the library
@@ -172,7 +183,7 @@ def test_data_parallel_training_follows_the_one_process_run_and_resumes(tmp_path
     single = _alone([*args, "--output", "one"], tmp_path, tmp_path / "cache")
     assert single.returncode == 0, single.stderr
     launched = _launch([*args, "--output", "two"], tmp_path, tmp_path / "cache")
-    out, err = launched.communicate(timeout=600)
+    out, err = _finish(launched, 600)
     assert "Adapter written to two" in out, err
     log_one = (tmp_path / "one/training/TRAINING_LOG.md").read_text()
     log_two = (tmp_path / "two/training/TRAINING_LOG.md").read_text()
@@ -195,12 +206,12 @@ def test_data_parallel_training_follows_the_one_process_run_and_resumes(tmp_path
     # as an uninterrupted one (a longer run, so that rank 1 is still training when it is killed).
     longer = [*args, "--epochs", "3"]
     uninterrupted = _launch([*longer, "--output", "four"], tmp_path, tmp_path / "cache")
-    out, err = uninterrupted.communicate(timeout=600)
+    out, err = _finish(uninterrupted, 600)
     assert "Adapter written to four" in out, err
     launched = _launch([*longer, "--output", "three"], tmp_path, tmp_path / "cache")
     state = tmp_path / "three.partial" / "checkpoint" / "state.json"
     _kill_rank_one_after(launched, tmp_path / "cache", state.is_file)
-    out, err = launched.communicate(timeout=300)
+    out, err = _finish(launched, 300)
     assert "error: rank 0/2" in err and "--resume" in err, err  # the ring's error, or mlx.launch's stop
     assert not (tmp_path / "three").exists()
     resumed = _alone([*longer, "--output", "three", "--resume"], tmp_path, tmp_path / "cache")

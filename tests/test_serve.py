@@ -31,14 +31,17 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(real_model, tmp_path_factory):
+def served(real_model, tmp_path_factory):
     """The server as a student starts it, in its own process: 4 rows decode together, 12 more may wait."""
     port = _free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    folder = tmp_path_factory.mktemp("serve")
+    log = folder / "serve.log"
+    library = folder / "adapters"  # a copy: verdicts (POST /v1/feedback) are stored in the library
+    shutil.copytree(ROOT / "adapters", library)
     env = {**os.environ, "LOCOMLX_API_KEY": KEY}
     with open(log, "w") as out:
         process = subprocess.Popen([str(Path(sys.executable).parent / "locomlx"), "serve", "--port", str(port),
-                                    "--adapters-dir", str(ROOT / "adapters"), "--max-batch", "4",
+                                    "--adapters-dir", str(library), "--max-batch", "4",
                                     "--max-queue", "12"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
@@ -49,10 +52,15 @@ def server(real_model, tmp_path_factory):
             if process.poll() is not None:
                 pytest.fail(f"locomlx serve exited: {log.read_text()}")
             time.sleep(0.2)
-    yield url
+    yield url, library
     process.send_signal(signal.SIGINT)  # Ctrl-C
     assert process.wait(30) == 0, log.read_text()
     assert "stopped." in log.read_text()
+
+
+@pytest.fixture(scope="module")
+def server(served):
+    return served[0]
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +182,10 @@ def test_a_full_queue_gets_429_and_disconnected_clients_free_their_rows(server, 
     assert _ask(client, "base", "hi").choices[0].message.content
 
 
-def test_the_web_page_chats_and_shows_the_adapter_in_a_real_browser(server, tmp_path):
+def test_the_web_page_chats_and_shows_the_adapter_in_a_real_browser(served, tmp_path):
+    from locomlx.router.feedback import read_feedback
+
+    server, library = served
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     driver = shutil.which("chromedriver")
     if not (chromium and driver):
@@ -209,7 +220,42 @@ def test_the_web_page_chats_and_shows_the_adapter_in_a_real_browser(server, tmp_
         shots = Path(os.environ.get("LOCOMLX_SCREENSHOTS", tmp_path))  # docs/images keeps one for the docs
         shots.mkdir(parents=True, exist_ok=True)
         assert browser.save_screenshot(str(shots / "serve-chat.png"))
+        verdicts = browser.find_element(By.CSS_SELECTOR, ".assistant .verdict")
+        assert "general" in verdicts.text and "sentiment" in verdicts.text  # the wrong-domain choices
+        verdicts.find_element(By.XPATH, ".//button[text()='good']").click()
+        wait.until(lambda b: "thanks: recorded" in b.find_element(By.CSS_SELECTOR, ".assistant .verdict").text)
+        stored = [r for r in read_feedback(library) if r.query == REVIEW]
+        assert [(r.verdict, r.source, r.routed_domain) for r in stored] == [("good", "serve", "sentiment")]
         browser.find_element(By.ID, "tab-board").click()
         wait.until(lambda b: "spam-assassin" in b.find_element(By.ID, "board").text)
     finally:
         browser.quit()
+
+
+def test_feedback_on_a_response_is_stored_with_its_routing_decision(served, client):
+    from locomlx.router.feedback import read_feedback
+
+    server, library = served
+    answer = _ask(client, "auto", SPAM)
+    info = answer.model_dump()["locomlx"]
+    assert info["domain"] == "spam" and info["chain"][0]["domain"] == "spam" and info["chain"][0]["taken"]
+    status, body = _post(server + "/v1/feedback", {"id": answer.id, "verdict": "wrong", "domain": "general"})
+    assert status == 200, body
+    assert (body["object"], body["verdict"], body["domain"], body["routed_domain"]) == (
+        "feedback", "wrong", "general", "spam")
+    status, _ = _post(server + "/v1/feedback", {"id": answer.id, "verdict": "good"})
+    assert status == 200
+    stored = [r for r in read_feedback(library) if r.response_id == answer.id]
+    assert [(r.source, r.response_id, r.verdict) for r in stored] == [("serve", answer.id, "wrong"),
+                                                                      ("serve", answer.id, "good")]
+    assert stored[0].query == SPAM and stored[0].answer == answer.choices[0].message.content
+    assert stored[0].adapter == info["adapter"] and stored[0].router == "embedding"
+    for body, status, param in [({"id": "chatcmpl-nope", "verdict": "good"}, 404, "id"),
+                                ({"id": answer.id, "verdict": "meh"}, 400, "verdict"),
+                                ({"id": answer.id, "verdict": "wrong"}, 400, "domain"),
+                                ({"id": answer.id, "verdict": "wrong", "domain": "poetry"}, 400, "domain"),
+                                ({"id": answer.id, "verdict": "good", "index": 3}, 400, "index")]:
+        code, error = _post(server + "/v1/feedback", body)
+        assert (code, error["error"]["param"]) == (status, param), error
+    assert _post(server + "/v1/feedback", {"id": answer.id, "verdict": "good"}, key=None)[0] == 401
+    assert len([r for r in read_feedback(library) if r.response_id == answer.id]) == 2  # refused: nothing stored

@@ -16,6 +16,7 @@ from locomlx.cli.contribute import check, propose
 from locomlx.cli.data import data
 from locomlx.cli.eval import eval_command
 from locomlx.cli.export import export_command, fuse
+from locomlx.cli.feedback import feedback
 from locomlx.cli.registry import adapters, leaderboard, promote, registry, report
 from locomlx.cli.router import route, router
 from locomlx.cli.serve import serve
@@ -94,7 +95,7 @@ def main(ctx, debug):
 
 
 for _command in (chat, propose, data, train_command, eval_command, check, registry, adapters, leaderboard, promote,
-                 report, route, router, serve, fuse, export_command, bench):
+                 report, route, router, feedback, serve, fuse, export_command, bench):
     main.add_command(_command)
 
 

@@ -24,6 +24,11 @@ HELP = """Commands:
   /adapters       list resident and available adapters
   /clear          forget the conversation so far
   /stats          timings: base load, adapter loads, last switch, peak memory
+  /good           the last answer was good (and rightly routed)
+  /bad            the last answer was bad (the routing may still have been right)
+  /wrong DOMAIN   the last question should have gone to DOMAIN ('general' = the base model)
+                  (verdicts are kept in LIBRARY/router/feedback.sqlite; `locomlx router train --feedback`
+                  learns from them, `locomlx feedback list` shows them)
   /help           this text
   /quit           leave (Ctrl-D works too)"""
 
@@ -56,6 +61,20 @@ def adapters_text(session) -> str:
     return "\n".join(lines)
 
 
+def feedback_reply(session, verdict: str, domain: str | None) -> str:
+    from locomlx.router.embedding import pending_feedback, saved_router_meta
+    from locomlx.router.feedback import feedback_path
+
+    record = session.feedback(verdict, domain)
+    what = f"wrong, should be {domain}" if verdict == "wrong" else verdict
+    lines = [f"recorded #{record.id}: {what} (routed to {record.routed_domain or 'your choice'}, "
+             f"adapter {record.adapter or 'none'}) in {feedback_path(session.library)}"]
+    meta = saved_router_meta(session.library)
+    if meta is not None and (pending := pending_feedback(meta, session.library)):
+        lines.append(f"{pending} verdict(s) the router has not learnt from: `locomlx router train --feedback`")
+    return "\n".join(lines)
+
+
 def slash_command(session, line: str) -> str | None:
     """Run one /command of the REPL; returns text to show, or None to quit."""
     name, _, arg = line[1:].strip().partition(" ")
@@ -73,6 +92,8 @@ def slash_command(session, line: str) -> str | None:
         return "conversation cleared"
     if name == "stats":
         return stats_text(session)
+    if name in ("good", "bad", "wrong"):
+        return feedback_reply(session, name, arg or None)
     if name == "help":
         return HELP
     raise LocomlxError(f"Unknown command '/{name}'; type /help for the list.")

@@ -47,8 +47,8 @@ def compute_dtype_option(default: str | None = "auto"):
 
 def router_option(f):
     return click.option("--router", "router_name", default=None, metavar="NAME",
-                        help="embedding (default; trained by `locomlx router train`) or keyword (registry hints). "
-                             "Env: LOCOMLX_ROUTER.")(f)
+                        help="embedding (default; trained by `locomlx router train`), keyword (registry hints) "
+                             "or arrow (training-free, from the adapters' LoRA weights). Env: LOCOMLX_ROUTER.")(f)
 
 
 def boost_options(f):

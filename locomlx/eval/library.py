@@ -26,12 +26,14 @@ from locomlx.registry import active_adapters, load_registry
 from locomlx.registry.checklist import missing_ood_benchmarks, same_domain_benchmarks
 from locomlx.registry.refresh import refresh_registry
 from locomlx.router.embedding import (
+    pending_feedback,
     router_file,
     router_is_current,
     save_router,
     saved_router_meta,
     train_embedding_router,
 )
+from locomlx.router.feedback import read_feedback, routing_labels
 from locomlx.scoring.results import read_results
 
 
@@ -70,10 +72,12 @@ def sync_library(library: Path, on_message: Callable[[str], None] = lambda m: No
     meta = saved_router_meta(library)
     if not active_adapters(registry) or (meta is None and not router_file(library).is_file()):
         report.router = "none"
-    elif meta is None or not router_is_current(meta, registry):
-        on_message(f"retraining the router {router_file(library)} for the active adapters")
+    elif meta is None or not router_is_current(meta, registry) or pending_feedback(meta, library):
+        labels = routing_labels(read_feedback(library)) or None
+        why = "the active adapters" + (f" and {len(labels)} queries with feedback" if labels else "")
+        on_message(f"retraining the router {router_file(library)} for {why}")
         engine = Engine.load(base)
-        trained = train_embedding_router(engine, registry, library, on_progress=on_message,
+        trained = train_embedding_router(engine, registry, library, feedback=labels, on_progress=on_message,
                                          on_count=(lambda d, t: on_progress("embedded queries", d, t))
                                          if on_progress else None)
         save_router(trained, library)

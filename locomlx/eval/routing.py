@@ -18,7 +18,7 @@ from locomlx.engine.engine import Engine
 from locomlx.eval.run import InferenceConfig, load_benchmark, run_benchmark
 from locomlx.prompt import example_messages
 from locomlx.registry import Registry, active_adapters
-from locomlx.router.data import routing_queries
+from locomlx.router.data import Query, routing_queries, shifted_queries
 from locomlx.router.decision import GENERAL, RouteDecision, Router
 from locomlx.scoring.metrics import score_answer
 from locomlx.scoring.stats import Interval, bootstrap_ci
@@ -68,10 +68,12 @@ def route_all(router: Router, texts: list[str],
 
 
 def routing_report(
-    router: Router, registry: Registry, library: Path, on_progress: Callable[[int, int], None] | None = None
+    router: Router, registry: Registry, library: Path, on_progress: Callable[[int, int], None] | None = None,
+    queries: list[Query] | None = None,
 ) -> tuple[RoutingReport, dict[str, RouteDecision]]:
-    """Routing metrics on the held-out queries; also returns each query text's decision (for task scoring)."""
-    queries = routing_queries(registry, library, "heldout")
+    """Routing metrics on `queries` (default: the held-out queries); also returns each query text's decision
+    (for task scoring)."""
+    queries = routing_queries(registry, library, "heldout") if queries is None else queries
     decisions = route_all(router, [q.text for q in queries], on_progress)
     truth, picked = [q.domain for q in queries], [d.domain for d in decisions]
     domains = sorted(set(truth) | set(picked) | set(router.classes))
@@ -140,9 +142,61 @@ def task_scores(engine: Engine, registry: Registry, library: Path, decisions: di
     return rows
 
 
-def format_report(report: RoutingReport) -> str:
+@dataclass
+class RouterComparison:
+    """One router on both test sets, and (with task scoring) what its choices score against oracle routing."""
+
+    router: str
+    in_distribution: RoutingReport
+    shifted: RoutingReport | None  # None: the library has no router/shifted.jsonl
+    task_router: float | None = None  # mean over domains of the task score under this router's choices
+    task_oracle: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def compare_routers(routers: list[Router], registry: Registry, library: Path, engine: Engine | None = None,
+                    inference: InferenceConfig | None = None, on_progress: Callable[[str], None] | None = None,
+                    on_count: Callable[[int, int], None] | None = None) -> list[RouterComparison]:
+    """Every router on the held-out queries and the shifted set; with `engine` and `inference`, also the task
+    score of its choices (misrouted queries are answered again, the rest come from the answer caches)."""
+    shifted = shifted_queries(registry, library, "test")
+    rows = []
+    for router in routers:
+        if on_progress:
+            on_progress(f"{router.name} router: held-out{' and shifted' if shifted else ''} queries")
+        held, decisions = routing_report(router, registry, library, on_count)
+        moved = routing_report(router, registry, library, on_count, shifted)[0] if shifted else None
+        row = RouterComparison(router.name, held, moved)
+        if engine is not None and inference is not None:
+            held.task = task = task_scores(engine, registry, library, decisions, inference, on_progress)
+            row.task_router = statistics.mean(r.router for r in task)
+            row.task_oracle = statistics.mean(r.oracle for r in task)
+        rows.append(row)
+    return rows
+
+
+def format_comparison(rows: list[RouterComparison]) -> str:
+    def accuracy(report: RoutingReport | None) -> str:
+        if report is None:
+            return "n/a (no router/shifted.jsonl)"
+        return f"{report.accuracy:.3f} [{report.accuracy_ci.low:.3f}, {report.accuracy_ci.high:.3f}]"
+
+    first = rows[0]
+    shifted_n = first.shifted.n_queries if first.shifted else 0
+    lines = [f"| router | held-out accuracy (n={first.in_distribution.n_queries}) | shifted accuracy (n={shifted_n}) "
+             "| median latency | mean task score: routed / oracle |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        task = f"{r.task_router:.3f} / {r.task_oracle:.3f}" if r.task_router is not None else "not run"
+        lines.append(f"| {r.router} | {accuracy(r.in_distribution)} | {accuracy(r.shifted)} | "
+                     f"{r.in_distribution.latency_ms_median:.1f} ms | {task} |")
+    return "\n".join(lines)
+
+
+def format_report(report: RoutingReport, queries: str = "held-out") -> str:
     lo, hi = report.accuracy_ci.low, report.accuracy_ci.high
-    lines = [f"{report.router} router on {report.n_queries} held-out queries: accuracy {report.accuracy:.3f} "
+    lines = [f"{report.router} router on {report.n_queries} {queries} queries: accuracy {report.accuracy:.3f} "
              f"(95% CI [{lo:.3f}, {hi:.3f}]), abstention {report.abstention_rate:.3f}, "
              f"latency median {report.latency_ms_median:.1f} ms, p95 {report.latency_ms_p95:.1f} ms", ""]
     lines += ["| domain | precision | recall | queries |", "|---|---:|---:|---:|"]

@@ -33,17 +33,23 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def fit_logistic(features: np.ndarray, labels: np.ndarray, classes: list[str], l2: float = 1e-3,
-                 steps: int = 400, lr: float = 0.1) -> LinearClassifier:
-    """Multinomial logistic regression by full-batch Adam on standardised features (deterministic)."""
+                 steps: int = 400, lr: float = 0.1, weights: np.ndarray | None = None) -> LinearClassifier:
+    """Multinomial logistic regression by full-batch Adam on standardised features (deterministic);
+    `weights` counts some examples more than others in the loss (a user's correction, say)."""
     mean = features.mean(axis=0)
     scale = features.std(axis=0) + 1e-6
     x = (features - mean) / scale
     n, d = x.shape
     onehot = np.eye(len(classes))[labels]
+    if weights is not None:
+        onehot = onehot * (weights * n / weights.sum())[:, None]
+        n_weight = (weights * n / weights.sum())[:, None]
+    else:
+        n_weight = 1.0
     params = [np.zeros((d, len(classes))), np.zeros(len(classes))]
     moments = [[np.zeros_like(p), np.zeros_like(p)] for p in params]
     for step in range(1, steps + 1):
-        error = (softmax(x @ params[0] + params[1]) - onehot) / n
+        error = (softmax(x @ params[0] + params[1]) * n_weight - onehot) / n
         grads = [x.T @ error + l2 * params[0], error.sum(axis=0)]
         for p, g, (m, v) in zip(params, grads, moments):
             m *= 0.9
@@ -71,14 +77,49 @@ def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bi
                      for b in range(bins) if (which == b).any()))
 
 
-def predict_with_fallback(probabilities: np.ndarray, threshold: float, fallback: int) -> np.ndarray:
-    """argmax, except `fallback` (the general class) wherever the top probability is below `threshold`."""
-    picked = probabilities.argmax(axis=1)
-    return np.where(probabilities.max(axis=1) >= threshold, picked, fallback)
+def predict_with_fallback(probabilities: np.ndarray, thresholds: np.ndarray, fallback: int) -> np.ndarray:
+    """The fallback chain, for every row: the top class if its probability reaches its threshold; else the second
+    class if that one reaches its own; else `fallback` (the general class: the base model answers). A chain that
+    meets the general class stops there, since general *is* the fallback."""
+    thresholds = np.broadcast_to(np.asarray(thresholds, dtype=float), probabilities.shape[1:])
+    rows = np.arange(len(probabilities))
+    order = np.argsort(-probabilities, axis=1, kind="stable")
+    first, second = order[:, 0], order[:, 1] if probabilities.shape[1] > 1 else order[:, 0]
+    take_first = (first != fallback) & (probabilities[rows, first] >= thresholds[first])
+    take_second = (~take_first & (first != fallback) & (second != fallback)
+                   & (probabilities[rows, second] >= thresholds[second]))
+    return np.where(take_first, first, np.where(take_second, second, fallback))
 
 
-def choose_threshold(probabilities: np.ndarray, labels: np.ndarray, fallback: int) -> float:
-    """The confidence threshold with the best validation accuracy (ties: the lowest, i.e. abstain least)."""
-    candidates = np.unique(np.concatenate([[0.0], probabilities.max(axis=1)]))
-    accuracy = [(predict_with_fallback(probabilities, t, fallback) == labels).mean() for t in candidates]
-    return float(candidates[int(np.argmax(accuracy))])
+def choose_thresholds(probabilities: np.ndarray, labels: np.ndarray, fallback: int, rounds: int = 2) -> np.ndarray:
+    """Per-class thresholds for the fallback chain with the best validation accuracy.
+
+    Starts from the best single threshold for every class, then moves one class's threshold at a time
+    while accuracy strictly improves, so a class the classifier over-predicts can ask for more
+    confidence than one it under-predicts. The search starts from both the lowest and the highest of
+    the best single thresholds (a move that needs two classes to change at once is found from one of
+    them); on a tie the lowest wins, i.e. the chain abstains least.
+    """
+    grid = np.unique(np.concatenate([[0.0], np.round(probabilities.ravel(), 3)]))
+    if len(grid) > 200:
+        grid = np.unique(np.quantile(grid, np.linspace(0, 1, 200)))
+
+    def accuracy(t):
+        return float((predict_with_fallback(probabilities, t, fallback) == labels).mean())
+
+    def ascend(thresholds, best):
+        for _ in range(rounds):
+            for c in range(probabilities.shape[1]):
+                if c == fallback:
+                    continue
+                for t in grid:
+                    trial = thresholds.copy()
+                    trial[c] = t
+                    if (score := accuracy(trial)) > best:
+                        best, thresholds = score, trial
+        return best, thresholds
+
+    scores = np.array([accuracy(np.full(probabilities.shape[1], t)) for t in grid])
+    tied = grid[scores == scores.max()]
+    starts = [ascend(np.full(probabilities.shape[1], float(t)), scores.max()) for t in (tied[0], tied[-1])]
+    return max(starts, key=lambda result: result[0])[1]  # max keeps the first (lowest start) on a tie

@@ -21,6 +21,7 @@ from locomlx.registry import Registry, active_adapters
 from locomlx.router.decision import GENERAL
 
 SPLITS = ("train", "heldout")
+SHIFTED_SPLITS = ("feedback", "test")
 
 
 @dataclass(frozen=True)
@@ -98,3 +99,30 @@ def routing_queries(registry: Registry, library: Path, split: str, per_domain: i
             items = rng.sample(items, per_domain)
         picked += items
     return picked
+
+
+def shifted_queries_path(library: Path) -> Path:
+    return library / "router" / "shifted.jsonl"
+
+
+def shifted_queries(registry: Registry, library: Path, split: str = "test") -> list[Query]:
+    """The shifted routing set (router/shifted.jsonl, built by scripts/data/shifted_routing.py): queries from
+    sources no adapter trained on, phrased as students write. `feedback` rows feed simulated feedback, `test`
+    rows judge; a domain without an active adapter counts as general. Empty when the library has no such file."""
+    if split not in SHIFTED_SPLITS:
+        raise ValueError(split)
+    path = shifted_queries_path(library)
+    if not path.is_file():
+        return []
+    served = set(active_adapters(registry))
+    queries = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            text, domain, row_split = row["query"], row["domain"], row["split"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise LocomlxError(f"{path}:{number}: expected {{\"query\": ..., \"domain\": ..., \"split\": "
+                               f"\"feedback\"|\"test\"}} ({exc}).") from exc
+        if row_split == split:
+            queries.append(Query(text, domain if domain in served else GENERAL, f"{path}:{number}"))
+    return queries

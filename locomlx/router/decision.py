@@ -13,6 +13,22 @@ GENERAL = "general"  # the class for questions no specialist covers: the base mo
 
 
 @dataclass
+class ChainStep:
+    """One step of the fallback chain: a candidate domain, its probability, the bar it had to reach, whether it
+    answers."""
+
+    domain: str
+    adapter: str | None
+    probability: float
+    threshold: float
+    taken: bool
+
+    def text(self) -> str:
+        sign = ">=" if self.probability >= self.threshold else "<"
+        return f"{self.domain} {self.probability:.2f} {sign} {self.threshold:.2f}"
+
+
+@dataclass
 class RouteDecision:
     adapter: str | None  # adapter to answer with; None = base model
     domain: str  # chosen domain, or GENERAL
@@ -21,6 +37,7 @@ class RouteDecision:
     router: str = ""
     seconds: float = 0.0
     reason: str = ""  # e.g. "below threshold 0.62: base model"
+    chain: list[ChainStep] = field(default_factory=list)  # the fallback chain followed (routers that have one)
 
     def to_dict(self) -> dict:
         return asdict(self)

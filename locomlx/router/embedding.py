@@ -4,7 +4,9 @@ A query is embedded by running only the first `layers` transformer blocks of the
 (no adapter, no second model in memory) over at most `max_tokens` of its tokens and
 mean-pooling the hidden states; early blocks already separate topics and styles well, and
 skipping the rest keeps routing to a few milliseconds. A calibrated linear classifier over
-the domains + `general` decides; below the validation-chosen threshold the base model answers.
+the domains + `general` decides through a fallback chain: the top domain answers if its probability
+reaches that domain's threshold, else the second domain if it reaches its own, else the base model
+(thresholds chosen on validation queries). User feedback (router/feedback.py) can join the training data.
 
 The trained router lives in the library at `router/embedding.npz`, stamped with the registry
 hash and base model it was trained for; it refuses to run against a changed registry.
@@ -13,12 +15,12 @@ hash and base model it was trained for; it refuses to run against a changed regi
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
-import random
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -29,14 +31,15 @@ from locomlx.models.load import compute_stream
 from locomlx.registry import Registry, active_adapters, registry_hash
 from locomlx.router.classifier import (
     LinearClassifier,
-    choose_threshold,
+    choose_thresholds,
     expected_calibration_error,
     fit_logistic,
     fit_temperature,
     predict_with_fallback,
 )
-from locomlx.router.data import Query, routing_queries
-from locomlx.router.decision import GENERAL, RouteDecision
+from locomlx.router.data import routing_queries
+from locomlx.router.decision import GENERAL, ChainStep, RouteDecision
+from locomlx.router.feedback import RoutingLabel, feedback_since, last_feedback_id
 
 import mlx.core as mx
 import numpy as np
@@ -44,10 +47,11 @@ import numpy as np
 LAYERS = 8
 MAX_TOKENS = 96
 FILE = Path("router") / "embedding.npz"
+FEEDBACK_WEIGHT = 20.0  # a correction counts as this many training queries: docs/research/feedback.md chose it
 
 
 @contextmanager
-def _plain_base(engine: Engine):
+def plain_base(engine: Engine):
     """The engine with no adapter selected, restored afterwards (routing reads the base model)."""
     previous = engine.selection.active
     engine.selection.active = None
@@ -66,7 +70,7 @@ def embed_queries(engine: Engine, texts: list[str], layers: int = LAYERS, max_to
         raise LocomlxError(f"Router layers must be at least 1, got {layers}.")
     encoded = [engine.tokenizer.encode(t)[:max_tokens] or [0] for t in texts]
     pooled = []
-    with _plain_base(engine), mx.stream(compute_stream()):
+    with plain_base(engine), mx.stream(compute_stream()):
         for start in range(0, len(encoded), batch_size):
             chunk = encoded[start:start + batch_size]
             width = max(map(len, chunk))
@@ -88,7 +92,7 @@ class EmbeddingRouter:
     engine: Engine
     classifier: LinearClassifier
     adapters: dict[str, str]  # domain -> adapter
-    threshold: float
+    thresholds: dict[str, float]  # domain -> the probability its adapter needs to answer
     layers: int = LAYERS
     max_tokens: int = MAX_TOKENS
     meta: dict | None = None
@@ -103,28 +107,100 @@ class EmbeddingRouter:
         probabilities = self.classifier.probabilities(
             embed_queries(self.engine, [query], self.layers, self.max_tokens))[0]
         seconds = time.perf_counter() - start
-        scores = {c: float(p) for c, p in zip(self.classifier.classes, probabilities)}
-        domain = self.classifier.classes[int(probabilities.argmax())]
-        confidence = float(probabilities.max())
-        if domain != GENERAL and confidence < self.threshold:
-            return RouteDecision(None, GENERAL, confidence, scores, self.name, seconds,
-                                 f"{domain} below threshold {self.threshold:.2f}: base model")
-        return RouteDecision(self.adapters.get(domain), domain, confidence, scores, self.name, seconds)
+        return chain_decision(probabilities, self.classes, self.thresholds, self.adapters, self.name, seconds)
+
+
+def chain_decision(probabilities: np.ndarray, classes: list[str], thresholds: dict[str, float],
+                   adapters: dict[str, str], router: str, seconds: float) -> RouteDecision:
+    """The decision of the fallback chain (classifier.predict_with_fallback): top domain, else the second, else
+    the base model, with every step it looked at."""
+    general = classes.index(GENERAL)
+    bars = np.array([thresholds.get(c, 0.0) for c in classes])
+    picked = classes[int(predict_with_fallback(probabilities[None], bars, general)[0])]
+    scores = {c: float(p) for c, p in zip(classes, probabilities)}
+    steps = []
+    for index in np.argsort(-probabilities, kind="stable")[:2]:
+        domain = classes[int(index)]
+        if domain == GENERAL:
+            break
+        steps.append(ChainStep(domain, adapters.get(domain), scores[domain], thresholds[domain], domain == picked))
+        if domain == picked:
+            break
+    top = classes[int(probabilities.argmax())]
+    reason = ""
+    if picked != top or (picked == GENERAL and steps):
+        reason = ", then ".join(s.text() for s in steps) + (": base model" if picked == GENERAL else "")
+    return RouteDecision(adapters.get(picked), picked, scores[picked] if picked != GENERAL else scores[top],
+                         scores, router, seconds, reason, steps)
 
 
 def router_file(library: Path) -> Path:
     return library / FILE
 
 
-def _labels(queries: list[Query], classes: list[str]) -> np.ndarray:
-    return np.array([classes.index(q.domain) for q in queries])
+def _labels(domains: list[str], classes: list[str]) -> np.ndarray:
+    return np.array([classes.index(d) for d in domains])
+
+
+@dataclass
+class FittedRouter:
+    """A classifier, its calibration and its fallback thresholds, fitted on embedded queries."""
+
+    classifier: LinearClassifier
+    thresholds: dict[str, float]
+    validation_accuracy: float
+    ece_uncalibrated: float
+    ece: float
+
+    def predict(self, features: np.ndarray) -> list[str]:
+        classes = self.classifier.classes
+        bars = np.array([self.thresholds.get(c, 0.0) for c in classes])
+        picked = predict_with_fallback(self.classifier.probabilities(features), bars, classes.index(GENERAL))
+        return [classes[i] for i in picked]
+
+
+def validation_rows(texts: list[str], share: int = 5) -> np.ndarray:
+    """One query in `share` (by a hash of its text) calibrates instead of training: the same query lands on the
+    same side in every fit, so routers trained with and without feedback are compared on the same rows."""
+    return np.array([hashlib.sha256(b"router-validation\0" + t.encode()).digest()[0] % share == 0 for t in texts],
+                    dtype=bool)
+
+
+def fit_router(features: np.ndarray, domains: list[str], classes: list[str], validation: np.ndarray,
+               weights: np.ndarray | None = None) -> FittedRouter:
+    """Fit the classifier on the rows not in `validation`, then calibrate its temperature and choose the fallback
+    thresholds on those that are. `weights` counts some rows more in the fit (feedback)."""
+    labels = _labels(domains, classes)
+    fit = ~validation
+    classifier = fit_logistic(features[fit], labels[fit], classes,
+                              weights=None if weights is None else weights[fit])
+    val_features, val_labels = features[validation], labels[validation]
+    ece_before = expected_calibration_error(classifier.probabilities(val_features), val_labels)
+    classifier.temperature = fit_temperature(classifier.logits(val_features), val_labels)
+    probabilities = classifier.probabilities(val_features)
+    general = classes.index(GENERAL)
+    bars = choose_thresholds(probabilities, val_labels, general)
+    accuracy = float((predict_with_fallback(probabilities, bars, general) == val_labels).mean())
+    thresholds = {c: float(t) for c, t in zip(classes, bars) if c != GENERAL}
+    return FittedRouter(classifier, thresholds, accuracy, ece_before,
+                        expected_calibration_error(probabilities, val_labels))
+
+
+def _accuracy(fitted: FittedRouter, features: np.ndarray, domains: list[str]) -> float | None:
+    return float(np.mean([p == d for p, d in zip(fitted.predict(features), domains)])) if domains else None
 
 
 def train_embedding_router(engine: Engine, registry: Registry, library: Path, per_domain: int = 600,
                            layers: int = LAYERS, max_tokens: int = MAX_TOKENS, seed: int = 0,
+                           feedback: list[RoutingLabel] | None = None, feedback_weight: float = FEEDBACK_WEIGHT,
                            on_progress: Callable[[str], None] | None = None,
                            on_count: Callable[[int, int], None] | None = None) -> EmbeddingRouter:
-    """Fit, calibrate and threshold the classifier on the library's training queries (80/20 split)."""
+    """Fit, calibrate and threshold the classifier on the library's training queries (one in five calibrates).
+
+    With `feedback` (router/feedback.py's labels) the training part of it joins the queries, each counted
+    `feedback_weight` times; its held-out part measures the router before (the same recipe without feedback)
+    and after, reported in `meta["feedback"]`.
+    """
     started = time.perf_counter()
     layers = min(layers, len(engine.model.model.layers))  # a model with fewer blocks runs them all
     adapters = active_adapters(registry)
@@ -134,35 +210,54 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
     queries = [q for q in routing_queries(registry, library, "train", per_domain, seed)
                if q.domain in adapters or q.domain == GENERAL]
     classes = sorted(adapters) + [GENERAL]
-    random.Random(seed).shuffle(queries)
+    labels = [lab if lab.domain in adapters else replace(lab, domain=GENERAL) for lab in feedback or []]
+    taught = [lab for lab in labels if not lab.heldout]
+    heldout = [lab for lab in labels if lab.heldout]
+    texts = [q.text for q in queries] + [lab.text for lab in taught + heldout]
     if on_progress:
-        on_progress(f"embedding {len(queries)} training queries with the first {layers} blocks of the base model")
-    features = embed_queries(engine, [q.text for q in queries], layers, max_tokens, on_progress=on_count)
-    labels = _labels(queries, classes)
-    cut = int(len(queries) * 0.8)
-    classifier = fit_logistic(features[:cut], labels[:cut], classes)
-    val_features, val_labels = features[cut:], labels[cut:]
-    val_logits = classifier.logits(val_features)
-    ece_before = expected_calibration_error(classifier.probabilities(val_features), val_labels)
-    classifier.temperature = fit_temperature(val_logits, val_labels)
-    probabilities = classifier.probabilities(val_features)
-    general = classes.index(GENERAL)
-    threshold = choose_threshold(probabilities, val_labels, general)
+        extra = f" and {len(labels)} from feedback" if labels else ""
+        on_progress(f"embedding {len(queries)} training queries{extra} with the first {layers} blocks of the base "
+                    "model")
+    features = embed_queries(engine, texts, layers, max_tokens, on_progress=on_count)
+    n = len(queries)
+    domains = [q.domain for q in queries]
+    validation = validation_rows(texts[:n])
+    fitted = fit_router(features[:n], domains, classes, validation)
     meta = {
         "registry_hash": registry_hash(registry),
         "base_model": engine.base.resolved.reference,
         "adapters": adapters,
         "trained": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "train_queries": cut,
-        "validation_queries": len(queries) - cut,
-        "validation_accuracy": float((predict_with_fallback(probabilities, threshold, general) == val_labels).mean()),
-        "ece_uncalibrated": ece_before,
-        "ece": expected_calibration_error(probabilities, val_labels),
-        "temperature": classifier.temperature,
-        "threshold": threshold,
-        "seconds": time.perf_counter() - started,
+        "feedback_last_id": last_feedback_id(library) if labels else 0,  # the feedback it has learnt from
     }
-    return EmbeddingRouter(engine, classifier, adapters, threshold, layers, max_tokens, meta)
+    if labels:
+        end = n + len(taught)
+        weights = np.concatenate([np.ones(n), np.full(len(taught), float(feedback_weight))])
+        before = fitted
+        validation = np.concatenate([validation, validation_rows(texts[n:end])])
+        fitted = fit_router(features[:end], domains + [lab.domain for lab in taught], classes, validation, weights)
+        held_features, held_domains = features[end:], [lab.domain for lab in heldout]
+        library_rows = np.flatnonzero(validation[:n])
+        library_domains = [domains[i] for i in library_rows]
+        meta["feedback"] = {
+            "labels": len(labels), "taught": len(taught), "heldout": len(heldout), "weight": feedback_weight,
+            "heldout_accuracy_before": _accuracy(before, held_features, held_domains),
+            "heldout_accuracy_after": _accuracy(fitted, held_features, held_domains),
+            "library_validation_accuracy_before": _accuracy(before, features[library_rows], library_domains),
+            "library_validation_accuracy_after": _accuracy(fitted, features[library_rows], library_domains),
+        }
+        n = end
+    meta.update({
+        "train_queries": int((~validation).sum()),
+        "validation_queries": int(validation.sum()),
+        "validation_accuracy": fitted.validation_accuracy,
+        "ece_uncalibrated": fitted.ece_uncalibrated,
+        "ece": fitted.ece,
+        "temperature": fitted.classifier.temperature,
+        "thresholds": fitted.thresholds,
+        "seconds": time.perf_counter() - started,
+    })
+    return EmbeddingRouter(engine, fitted.classifier, adapters, fitted.thresholds, layers, max_tokens, meta)
 
 
 def save_router(router: EmbeddingRouter, library: Path) -> Path:
@@ -178,6 +273,11 @@ def save_router(router: EmbeddingRouter, library: Path) -> Path:
 def router_is_current(meta: dict, registry: Registry) -> bool:
     """Whether a router trained with `meta` (its saved facts) still fits the registry's active adapters."""
     return meta.get("registry_hash") == registry_hash(registry)
+
+
+def pending_feedback(meta: dict, library: Path) -> int:
+    """Verdicts with a routing label stored since the router last learnt from feedback."""
+    return feedback_since(library, meta.get("feedback_last_id", 0))
 
 
 def saved_router_meta(library: Path) -> dict | None:
@@ -201,7 +301,8 @@ def load_embedding_router(engine: Engine, registry: Registry, library: Path) -> 
             meta = json.loads(str(saved["meta"]))
             classifier = LinearClassifier(meta["classes"], saved["mean"], saved["scale"], saved["weights"],
                                           saved["bias"], meta["temperature"])
-    except (OSError, ValueError, KeyError) as exc:
+            thresholds = {domain: float(meta["thresholds"][domain]) for domain in meta["adapters"]}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LocomlxError(f"Cannot read the router {path} ({exc}); {retrain}.") from exc
     if not router_is_current(meta, registry):
         raise LocomlxError(f"The router {path} was trained for a different registry (an active adapter was promoted, "
@@ -210,5 +311,5 @@ def load_embedding_router(engine: Engine, registry: Registry, library: Path) -> 
     if meta["base_model"] != engine.base.resolved.reference:
         raise LocomlxError(f"The router {path} was trained on base model '{meta['base_model']}', not "
                            f"'{engine.base.resolved.reference}'; {retrain}.")
-    return EmbeddingRouter(engine, classifier, meta["adapters"], meta["threshold"], meta["layers"],
+    return EmbeddingRouter(engine, classifier, meta["adapters"], thresholds, meta["layers"],
                            meta["max_tokens"], meta)

@@ -13,6 +13,7 @@ from typing import Callable
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
 from locomlx.registry import Registry
+from locomlx.router.arrow import ArrowRouter
 from locomlx.router.decision import Router
 from locomlx.router.embedding import load_embedding_router
 from locomlx.router.keyword import KeywordRouter
@@ -22,6 +23,7 @@ DEFAULT = "embedding"
 ROUTERS: dict[str, Callable[[Engine, Registry, Path], Router]] = {
     "keyword": lambda engine, registry, library: KeywordRouter(registry),
     "embedding": load_embedding_router,
+    "arrow": ArrowRouter,
 }
 
 

@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,11 +29,13 @@ from locomlx.serve.protocol import (
     CompletionRequest,
     chunk_body,
     new_id,
+    parse_feedback,
     parse_request,
     response_body,
     usage,
 )
 from locomlx.serve.scheduler import Failed, Finished, Routed, Scheduler, Text, Work
+from locomlx.session import Choice
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -42,6 +45,7 @@ from starlette.responses import FileResponse, JSONResponse, Response, StreamingR
 from starlette.routing import Route
 
 PAGE = Path(__file__).with_name("static") / "index.html"
+REMEMBERED = 1000  # responses a verdict can still be given on (POST /v1/feedback), newest kept
 
 
 @dataclass
@@ -52,6 +56,12 @@ class ServeState:
     library: Path
     api_key: str | None = None
     started: float = field(default_factory=time.time)
+    recent: OrderedDict = field(default_factory=OrderedDict)  # response id -> (question, Choice, texts)
+
+    def remember(self, rid: str, question: str, choice: Choice, texts: list[str]) -> None:
+        self.recent[rid] = (question, choice, texts)
+        while len(self.recent) > REMEMBERED:
+            self.recent.popitem(last=False)
 
     @property
     def engine(self) -> Engine:
@@ -126,17 +136,20 @@ async def _submit(state: ServeState, request: Request, chat: bool):
     if isinstance(first, Failed):
         raise first.error
     assert isinstance(first, Routed)
-    return completion, work, events, first.answerer
+    return completion, work, events, first
 
 
 def _sse(body: dict) -> str:
     return f"data: {json.dumps(body)}\n\n"
 
 
-async def _stream(state: ServeState, completion: CompletionRequest, work: Work, events: asyncio.Queue, answerer):
+async def _stream(state: ServeState, completion: CompletionRequest, work: Work, events: asyncio.Queue,
+                  routed: Routed):
+    answerer = routed.answerer
     rid = new_id(completion.chat)
     done: dict[int, int] = {}
     started: set[int] = set()
+    texts = [""] * completion.n
     try:
         while len(done) < completion.n:
             event = await events.get()
@@ -144,6 +157,7 @@ async def _stream(state: ServeState, completion: CompletionRequest, work: Work, 
                 yield _sse(event.error.body())
                 break
             if isinstance(event, Text):
+                texts[event.index] += event.text
                 yield _sse(chunk_body(completion, rid, event.index, event.text, None, answerer,
                                       role=event.index not in started))
                 started.add(event.index)
@@ -151,6 +165,8 @@ async def _stream(state: ServeState, completion: CompletionRequest, work: Work, 
                 done[event.index] = event.tokens
                 yield _sse(chunk_body(completion, rid, event.index, "", event.reason, answerer,
                                       role=event.index not in started))
+        if len(done) == completion.n:
+            state.remember(rid, completion.question, routed.choice, texts)
         if completion.include_usage:
             yield _sse(chunk_body(completion, rid, None, "", None, answerer,
                                   used=usage(len(work.prompt), sum(done.values()))))
@@ -161,7 +177,8 @@ async def _stream(state: ServeState, completion: CompletionRequest, work: Work, 
 
 
 async def _collect(state: ServeState, request: Request, completion: CompletionRequest, work: Work,
-                   events: asyncio.Queue, answerer) -> Response:
+                   events: asyncio.Queue, routed: Routed) -> Response:
+    answerer = routed.answerer
     texts = [""] * completion.n
     finishes: list[str | None] = [None] * completion.n
     tokens = 0
@@ -184,19 +201,20 @@ async def _collect(state: ServeState, request: Request, completion: CompletionRe
     except asyncio.CancelledError:
         state.scheduler.cancel(work)
         raise
-    body = response_body(completion, new_id(completion.chat), texts, finishes, usage(len(work.prompt), tokens),
-                         answerer)
+    rid = new_id(completion.chat)
+    body = response_body(completion, rid, texts, finishes, usage(len(work.prompt), tokens), answerer)
+    state.remember(rid, completion.question, routed.choice, texts)
     return JSONResponse(body, headers=answerer.headers())
 
 
 def create_app(state: ServeState) -> Starlette:
     async def completions(request: Request, chat: bool) -> Response:
-        completion, work, events, answerer = await _submit(state, request, chat)
+        completion, work, events, routed = await _submit(state, request, chat)
         if completion.stream:
-            return StreamingResponse(_stream(state, completion, work, events, answerer),
+            return StreamingResponse(_stream(state, completion, work, events, routed),
                                      media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", **answerer.headers()})
-        return await _collect(state, request, completion, work, events, answerer)
+                                     headers={"Cache-Control": "no-cache", **routed.answerer.headers()})
+        return await _collect(state, request, completion, work, events, routed)
 
     async def chat_completions(request: Request) -> Response:
         return await completions(request, chat=True)
@@ -230,6 +248,26 @@ def create_app(state: ServeState) -> Starlette:
         return JSONResponse({"academic_year": registry.base_model.academic_year if registry.base_model else None,
                              "domains": {d: [asdict(r) for r in rows] for d, rows in rankings.items()}})
 
+    async def feedback(request: Request) -> Response:
+        _check_key(state, request)
+        verdict = parse_feedback(await _read_json(request))
+        remembered = state.recent.get(verdict.response_id)
+        if remembered is None:
+            raise ApiError(404, f"No response '{verdict.response_id}' to give feedback on: the server remembers its "
+                                f"last {REMEMBERED} completed responses since it started.", "id", "response_not_found")
+        question, choice, texts = remembered
+        if verdict.index >= len(texts):
+            raise ApiError(400, f"'index' {verdict.index}: response '{verdict.response_id}' has {len(texts)} "
+                                "choice(s).", "index", "invalid_value")
+        try:
+            record = await run_in_threadpool(state.scheduler.chooser.record, question, choice, texts[verdict.index],
+                                             verdict.verdict, verdict.domain, "serve", verdict.response_id)
+        except LocomlxError as exc:
+            raise ApiError(400, str(exc), "domain" if verdict.domain else "verdict", "invalid_value") from exc
+        return JSONResponse({"object": "feedback", "id": record.id, "response_id": verdict.response_id,
+                             "verdict": record.verdict, "domain": record.correct_domain,
+                             "routed_domain": record.routed_domain, "adapter": record.adapter})
+
     async def health(request: Request) -> Response:
         s = state.scheduler.stats
         return JSONResponse({"status": "ok", "base_model": state.engine.base.resolved.reference,
@@ -257,6 +295,7 @@ def create_app(state: ServeState) -> Starlette:
         Route("/v1/leaderboard", board),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/completions", text_completions, methods=["POST"]),
+        Route("/v1/feedback", feedback, methods=["POST"]),
     ]
 
     return Starlette(routes=routes,

@@ -197,6 +197,7 @@ class Answerer:
     confidence: float | None
     router: str | None
     note: str
+    chain: list[dict] = field(default_factory=list)  # the router's fallback chain, step by step
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -208,6 +209,38 @@ class Answerer:
         if self.note:
             headers["X-Locomlx-Route"] = self.note.encode("ascii", "replace").decode()
         return headers
+
+
+@dataclass(frozen=True)
+class FeedbackRequest:
+    """A body of POST /v1/feedback: a verdict on one earlier response, by its id."""
+
+    response_id: str
+    verdict: str  # good | bad | wrong
+    domain: str | None  # the right domain, for `wrong`
+    index: int  # which choice of the response
+
+
+def parse_feedback(body) -> FeedbackRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "The body must be a JSON object: {\"id\": RESPONSE_ID, \"verdict\": \"good\"|\"bad\"|"
+                            "\"wrong\", \"domain\": DOMAIN (for wrong)}.", None, "invalid_value")
+    rid = body.get("id")
+    if not isinstance(rid, str) or not rid:
+        raise _bad("id", "must be the id of a response of this server (its `id` field, e.g. chatcmpl-...).")
+    verdict = body.get("verdict")
+    if verdict not in ("good", "bad", "wrong"):
+        raise _bad("verdict", f"must be 'good', 'bad' or 'wrong', not {verdict!r}.")
+    domain = body.get("domain")
+    if verdict == "wrong" and (not isinstance(domain, str) or not domain):
+        raise _bad("domain", "must name the domain that should have answered when the verdict is 'wrong' "
+                             "('general' = the base model).")
+    if verdict != "wrong" and domain is not None:
+        raise _bad("domain", "is only for the verdict 'wrong'.")
+    index = body.get("index", 0)
+    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
+        raise _bad("index", "must be the choice's index, an integer >= 0 (default 0).")
+    return FeedbackRequest(rid, verdict, domain, index)
 
 
 def new_id(chat: bool) -> str:

@@ -15,7 +15,7 @@ import queue
 import threading
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 from locomlx.boost.ensemble import load_members
@@ -23,7 +23,7 @@ from locomlx.boost.sampling import VoteSettings, answer_by_vote
 from locomlx.engine.live import LiveBatch, Sampler, row_sampler
 from locomlx.errors import LocomlxError
 from locomlx.serve.protocol import AUTO, BASE, Answerer, ApiError, CompletionRequest
-from locomlx.session import NONE, AdapterChooser
+from locomlx.session import NONE, AdapterChooser, Choice
 
 VOTE_TEMPERATURE = 0.7  # chat's --vote-temperature default
 
@@ -31,6 +31,7 @@ VOTE_TEMPERATURE = 0.7  # chat's --vote-temperature default
 @dataclass
 class Routed:
     answerer: Answerer
+    choice: Choice  # kept by the app so a verdict (POST /v1/feedback) can name the routing decision
 
 
 @dataclass
@@ -168,19 +169,21 @@ class Scheduler:
         work.emit(Failed(api))
         self._release(work)
 
-    def _choose(self, request: CompletionRequest) -> Answerer:
+    def _choose(self, request: CompletionRequest) -> tuple[Answerer, Choice]:
         requested = NONE if request.model == BASE else request.model
         if requested not in (NONE, AUTO):
             requested, _ = self.chooser.load(requested)
         choice = self.chooser.choose(requested, request.question)
-        router = choice.decision.router if choice.decision else None
-        return Answerer(request.model, choice.adapter, choice.domain, choice.confidence, router, choice.note)
+        decision = choice.decision
+        chain = [asdict(step) for step in decision.chain] if decision else []
+        return Answerer(request.model, choice.adapter, choice.domain, choice.confidence,
+                        decision.router if decision else None, choice.note, chain), choice
 
     def _begin(self, work: Work) -> None:
         """Route a new request and queue its rows, or answer it at once by vote."""
         try:
-            answerer = self._choose(work.request)
-            work.emit(Routed(answerer))
+            answerer, choice = self._choose(work.request)
+            work.emit(Routed(answerer, choice))
             request = work.request
             if request.votes > 1 or request.ensemble:
                 self._vote(work, answerer)
