@@ -3,7 +3,10 @@
 - adapters: resident switch and load-from-disk against the naive path (reload base + adapter);
 - inference: prefill and decode tok/s and peak memory of the default CPU path (float32 weights
   + preloaded CBLAS) against the plain path (4-bit weights, MLX's bundled BLAS), and, when
-  `transformers` and `torch` are installed, against transformers on the same weights.
+  `transformers` and `torch` are installed, against transformers on the same weights, and, when
+  `llama-cpp-python` is installed, against llama.cpp on the very GGUF file the base model comes from;
+- the physical limit: decode reads every weight once per token, so no path can decode faster than
+  the memory bandwidth (measured here by a STREAM-like copy) divided by its weight bytes.
 
 Each inference path runs in its own subprocess: the CBLAS preload is process-wide and
 cannot be undone, and peak memory must be per path.
@@ -26,6 +29,7 @@ PATHS = {
     "default": {"compute_dtype": "auto", "label": "locomlx default (float32 + CBLAS)"},
     "plain": {"compute_dtype": "quantized", "label": "plain MLX (4-bit, bundled BLAS)"},
     "transformers": {"label": "transformers + torch (float32, same weights)"},
+    "llamacpp": {"label": "llama.cpp (the same GGUF file)"},
 }
 
 
@@ -48,6 +52,15 @@ def _peak_rss_mb() -> float:
     return peak_memory_mb()
 
 
+def _speeds(settings: BenchSettings, prefill, decode_seconds) -> dict:
+    """Tokens/s of a path's prefill and decode: one warm-up each, then the median of `repeats` timed runs."""
+    prefill()
+    prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
+    decode_seconds()
+    decode_s = statistics.median(decode_seconds() for _ in range(settings.repeats))
+    return {"prefill_tps": settings.prompt_tokens / prefill_s, "decode_tps": settings.decode_tokens / decode_s}
+
+
 def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
     from locomlx import blas
     from locomlx.engine.decode import DecodeStats, decode
@@ -55,6 +68,7 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
     from locomlx.models.load import compute_stream
 
     import mlx.core as mx
+    from mlx.utils import tree_flatten
     from mlx_lm.models.cache import make_prompt_cache
 
     start = time.perf_counter()
@@ -78,16 +92,12 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
                 pass
         return stats.generation_seconds
 
-    prefill()
-    prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
-    decode_seconds()
-    decode_s = statistics.median(decode_seconds() for _ in range(settings.repeats))
     return {
         "compute_dtype": engine.base.compute_dtype,
+        "weight_bytes": sum(v.nbytes for _, v in tree_flatten(model.parameters())),
         "blas": blas.preload().path,
         "load_seconds": load_seconds,
-        "prefill_tps": settings.prompt_tokens / prefill_s,
-        "decode_tps": settings.decode_tokens / decode_s,
+        **_speeds(settings, prefill, decode_seconds),
         "peak_memory_mb": _peak_rss_mb(),
     }
 
@@ -142,19 +152,86 @@ def _transformers_worker(settings: BenchSettings) -> dict:
                            do_sample=False)
             return time.perf_counter() - t - first
 
-    prefill()
-    prefill_s = statistics.median(prefill() for _ in range(settings.repeats))
-    decode_seconds()
-    decode_s = statistics.median(decode_seconds() for _ in range(settings.repeats))
     return {
         "compute_dtype": "float32",
+        "weight_bytes": sum(p.numel() * p.element_size() for p in model.parameters()),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "load_seconds": load_seconds,
-        "prefill_tps": settings.prompt_tokens / prefill_s,
-        "decode_tps": settings.decode_tokens / decode_s,
+        **_speeds(settings, prefill, decode_seconds),
         "peak_memory_mb": _peak_rss_mb(),
     }
+
+
+def _llamacpp_worker(settings: BenchSettings) -> dict:
+    """llama.cpp on the base model's own GGUF file: greedy decode token by token, as the MLX paths do."""
+    from locomlx.models.resolve import gguf_source
+
+    import gguf
+    import numpy as np
+    from llama_cpp import Llama
+
+    path = gguf_source(settings.base_model)
+    threads = os.cpu_count() or 1
+    start = time.perf_counter()
+    llm = Llama(model_path=str(path), n_ctx=settings.prompt_tokens + settings.decode_tokens + 32,
+                n_batch=max(512, settings.prompt_tokens), n_threads=threads, n_threads_batch=threads, verbose=False)
+    load_seconds = time.perf_counter() - start
+    ids = _prompt_ids(llm.n_vocab(), settings.prompt_tokens)
+
+    def prefill() -> float:
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(ids)
+        return time.perf_counter() - t
+
+    def decode_seconds() -> float:
+        llm.reset()
+        llm.eval(ids[:16])
+        t = time.perf_counter()
+        for _ in range(settings.decode_tokens):
+            llm.eval([int(np.argmax(llm.scores[llm.n_tokens - 1]))])
+        return time.perf_counter() - t
+
+    return {
+        "compute_dtype": "as stored in the GGUF",
+        "weight_bytes": sum(int(t.n_bytes) for t in gguf.GGUFReader(path).tensors),
+        "threads": threads,
+        "load_seconds": load_seconds,
+        **_speeds(settings, prefill, decode_seconds),
+        "peak_memory_mb": _peak_rss_mb(),
+    }
+
+
+def memory_bandwidth(megabytes: int = 256, repeats: int = 5) -> dict:
+    """Bytes per second a STREAM-like copy moves (read + write), best of `repeats`, with one thread and with one
+    thread per core (numpy's copy releases the GIL); the larger is the machine's usable bandwidth."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    source = np.ones(megabytes * 2**20 // 4, dtype=np.float32)
+    target = np.empty_like(source)
+    threads = os.cpu_count() or 1
+    parts = np.array_split(np.arange(len(source)), threads)
+    bounds = [(p[0], p[-1] + 1) for p in parts if len(p)]
+
+    def copy_part(bound):
+        np.copyto(target[bound[0]:bound[1]], source[bound[0]:bound[1]])
+
+    def best(run) -> float:
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - t)
+        return 2 * source.nbytes / min(times)
+
+    single = best(lambda: np.copyto(target, source))
+    with ThreadPoolExecutor(threads) as pool:
+        parallel = best(lambda: list(pool.map(copy_part, bounds)))
+    return {"single_thread": single, "all_cores": parallel, "bytes_per_second": max(single, parallel),
+            "threads": threads}
 
 
 def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) -> dict:
@@ -240,13 +317,22 @@ def run_isolated(args: list[str], without_blas: bool = False) -> dict:
 
 def _run_worker(kind: str, settings: BenchSettings) -> dict:
     return run_isolated([sys.executable, "-m", "locomlx.bench", kind, json.dumps(settings.__dict__)],
-                        without_blas=kind in ("plain", "transformers"))
+                        without_blas=kind in ("plain", "transformers", "llamacpp"))
 
 
 def transformers_available() -> bool:
     import importlib.util
 
     return all(importlib.util.find_spec(m) is not None for m in ("torch", "transformers"))
+
+
+def llamacpp_available(base_model: str | None) -> bool:
+    """llama-cpp-python is installed and the base model comes from a GGUF file it can read."""
+    import importlib.util
+
+    from locomlx.models.resolve import gguf_source
+
+    return importlib.util.find_spec("llama_cpp") is not None and gguf_source(base_model) is not None
 
 
 def run_bench(settings: BenchSettings, progress=lambda msg: None) -> dict:
@@ -257,11 +343,14 @@ def run_bench(settings: BenchSettings, progress=lambda msg: None) -> dict:
     }
     progress("adapters: resident switch, load from disk, naive reload ...")
     results["adapters"] = _run_worker("adapters", settings)
-    paths = ["default", "plain"] + (["transformers"] if transformers_available() else [])
+    paths = (["default", "plain"] + (["transformers"] if transformers_available() else [])
+             + (["llamacpp"] if llamacpp_available(settings.base_model) else []))
     results["inference"] = {}
     for path in paths:
         progress(f"inference: {PATHS[path]['label']} ...")
         results["inference"][path] = _run_worker(path, settings)
+    progress("memory bandwidth: a STREAM-like copy ...")
+    results["bandwidth"] = memory_bandwidth()
     return results
 
 
@@ -295,6 +384,16 @@ def format_report(results: dict) -> str:
                      f"{d['peak_memory_mb'] / r['peak_memory_mb']:8.2f}x")
     if "transformers" not in inference:
         lines.append("  (transformers: install the optional extra `pip install -e .[torch]` to compare)")
+    if "llamacpp" not in inference:
+        lines.append("  (llama.cpp: install the optional extra `pip install -e .[llama]`, and use a GGUF base model)")
+    bandwidth = results["bandwidth"]["bytes_per_second"]
+    lines += ["", f"Physical limit: decode reads every weight once per token; memory bandwidth "
+                  f"{bandwidth / 1e9:.1f} GB/s (STREAM-like copy, {results['bandwidth']['threads']} threads)",
+              f"  {'path':48s} {'MB per token':>14s} {'limit tok/s':>13s} {'decode/limit':>13s}"]
+    for key, r in inference.items():
+        limit = bandwidth / r["weight_bytes"]
+        lines.append(f"  {PATHS[key]['label']:48s} {r['weight_bytes'] / 1e6:14.1f} {limit:13.1f} "
+                     f"{r['decode_tps'] / limit:12.0%}")
     return "\n".join(lines)
 
 
@@ -304,6 +403,8 @@ def _worker_main(kind: str, settings_json: str) -> None:
         result = _adapter_times(settings)
     elif kind == "transformers":
         result = _transformers_worker(settings)
+    elif kind == "llamacpp":
+        result = _llamacpp_worker(settings)
     else:
         result = _mlx_worker(settings, PATHS[kind]["compute_dtype"])
     print(json.dumps(result))

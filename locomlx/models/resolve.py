@@ -115,6 +115,15 @@ def _from_hub(repo_id: str) -> ResolvedModel:
     return ResolvedModel(repo_id, path, "hub", path.name)
 
 
+def gguf_source(reference: str | None = None) -> Path | None:
+    """The GGUF file a base-model reference is converted from (a built-in name or a .gguf path), else None."""
+    reference = reference or os.environ.get("LOCOMLX_BASE_MODEL") or DEFAULT_BASE_MODEL
+    if reference in BUILTIN_MODELS:
+        return builtin_gguf_path(reference)
+    path = Path(reference).expanduser()
+    return path if path.suffix.lower() == ".gguf" and path.is_file() else None
+
+
 def resolve_model(reference: str | None = None, on_convert=None) -> ResolvedModel:
     """Turn any supported base-model reference into an mlx-lm directory.
 

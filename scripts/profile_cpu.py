@@ -1,0 +1,236 @@
+#!/usr/bin/env python3
+"""Where a prefill, a decode step and a training step spend their time on this CPU, op by op.
+
+Every module of the embedded model on the default path (float32 + preloaded CBLAS) is wrapped in a
+timer that evaluates its inputs first and its output last, so each op's time is its own (exclusive
+of the ops inside it; "attention core" is rope, the attention product and the reshapes; "mlp
+activation" the SiLU gate product). Forcing evaluation op by op serializes what MLX would fuse or
+overlap, so the profiled total runs above the unprofiled one; both are printed, and the shares are
+what point at the next gap. The training step is profiled as its forward pass op by op (MLX's
+autodiff builds one graph, which a timer cannot split) plus the whole step timed three ways:
+forward, forward + backward, forward + backward + Adam update.
+
+Writes docs/cpu-profile.md.
+
+    python scripts/profile_cpu.py                     # 512-token prefill, 32 decode steps, 4 x 256 training batch
+    python scripts/profile_cpu.py --quick --out /tmp/p.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import locomlx  # first: preloads the CBLAS
+
+import mlx.core as mx
+import mlx.nn as nn
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Timed(nn.Module):
+    """A module that times its inner module's call, exclusive of timed modules inside it."""
+
+    def __init__(self, inner: nn.Module, label: str, ledger: "Ledger"):
+        super().__init__()
+        self.inner = inner
+        object.__setattr__(self, "label", label)
+        object.__setattr__(self, "ledger", ledger)
+
+    def __call__(self, *args, **kwargs):
+        return self.ledger.time(self.label, self.inner, *args, **kwargs)
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            inner = dict.get(self, "inner")  # absent while nn.Module.__init__ runs
+            if inner is None:
+                raise
+            value = getattr(inner, name)
+            if name == "as_linear":  # a tied lm head: the embedding matrix used as the output layer
+                return lambda *args: self.ledger.time("lm head", value, *args)
+            return value
+
+
+class Ledger:
+    def __init__(self):
+        self.on = False
+        self.reset()
+
+    def reset(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+        self.stack: list[float] = []
+
+    def time(self, label: str, function, *args, **kwargs):
+        if not self.on:
+            return function(*args, **kwargs)
+        mx.eval([a for a in args if isinstance(a, mx.array)])
+        self.stack.append(0.0)
+        start = time.perf_counter()
+        out = function(*args, **kwargs)
+        mx.eval(out)
+        elapsed = time.perf_counter() - start
+        children = self.stack.pop()
+        self.seconds[label] += elapsed - children
+        self.calls[label] += 1
+        if self.stack:
+            self.stack[-1] += elapsed
+        return out
+
+
+def instrument(model: nn.Module, ledger: Ledger) -> None:
+    """Wrap the embedding, every block's norms, attention, MLP and their linear layers in timers."""
+    inner = model.model
+    inner.embed_tokens = Timed(inner.embed_tokens, "embedding", ledger)
+    for block in inner.layers:
+        block.input_layernorm = Timed(block.input_layernorm, "rms norm", ledger)
+        block.post_attention_layernorm = Timed(block.post_attention_layernorm, "rms norm", ledger)
+        for name in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            setattr(block.self_attn, name, Timed(getattr(block.self_attn, name), name, ledger))
+        for name in ("gate_proj", "up_proj", "down_proj"):
+            setattr(block.mlp, name, Timed(getattr(block.mlp, name), name, ledger))
+        block.self_attn = Timed(block.self_attn, "attention core", ledger)
+        block.mlp = Timed(block.mlp, "mlp activation", ledger)
+    inner.norm = Timed(inner.norm, "rms norm", ledger)
+
+
+def profiled(ledger: Ledger, run, repeats: int, per: int = 1) -> tuple[dict, float, float]:
+    """({op: (seconds, calls)} per run, profiled seconds per run, unprofiled seconds per run); a run that holds
+    `per` units (decode steps) is reported per unit."""
+    run()  # warm-up
+    plain = statistics.median(_timed(run) for _ in range(repeats))
+    ledger.reset()
+    ledger.on = True
+    total = sum(_timed(run) for _ in range(repeats)) / repeats
+    ledger.on = False
+    per_op = {k: (v / repeats / per, ledger.calls[k] / repeats / per) for k, v in ledger.seconds.items()}
+    per_op["residual adds, rest"] = (total / per - sum(v for v, _ in per_op.values()), None)
+    return per_op, total / per, plain / per
+
+
+def _timed(run) -> float:
+    start = time.perf_counter()
+    mx.eval(run())
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    locomlx.keep_freed_memory()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt-tokens", type=int, default=512)
+    parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--train-batch", type=int, default=4)
+    parser.add_argument("--train-tokens", type=int, default=256)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes: a smoke run.")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "cpu-profile.md"))
+    args = parser.parse_args()
+    if args.quick:
+        args.prompt_tokens, args.decode_steps, args.train_batch, args.train_tokens, args.repeats = 32, 4, 2, 32, 1
+
+    from locomlx import blas
+    from locomlx.models.load import compute_stream, load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.config import ALL_LINEAR, TrainConfig
+    from locomlx.train.loop import add_lora_layers
+
+    import mlx.optimizers as optim
+    from mlx_lm.models.cache import make_prompt_cache
+
+    base = load_base(resolve_model(None), "float32")
+    model = base.model
+    vocab = base.config["vocab_size"]
+    prompt = mx.array([[(i * 7919 + 13) % (vocab - 100) + 50 for i in range(args.prompt_tokens)]])
+    ledger = Ledger()
+    sections = {}
+    with mx.stream(compute_stream()):
+        instrument(model, ledger)
+
+        def prefill():
+            return model(prompt, cache=make_prompt_cache(model))
+
+        sections["prefill"] = profiled(ledger, prefill, args.repeats) + (f"{args.prompt_tokens}-token prompt",)
+
+        cache = make_prompt_cache(model)
+        mx.eval(model(prompt[:, :16], cache=cache))
+        token = mx.array([[42]])
+
+        def decode_steps():
+            for c in cache:  # every run decodes the same positions
+                c.offset = 16
+            out = None
+            for _ in range(args.decode_steps):
+                out = model(token, cache=cache)
+                mx.eval(out)
+            return out
+
+        sections["decode step"] = profiled(ledger, decode_steps, args.repeats, args.decode_steps) + (
+            f"one token after a 16-token prompt, mean of {args.decode_steps} uncompiled steps",)
+
+        model = load_base(resolve_model(None), "float32").model  # the training copy, with LoRA layers
+        add_lora_layers(model, TrainConfig(dataset="-", output="-", lora_rank=8, lora_alpha=16,
+                                           target_modules=ALL_LINEAR))
+        instrument(model, ledger)
+        batch = mx.array([[(i * 31 + r * 7 + 5) % (vocab - 100) + 50 for i in range(args.train_tokens)]
+                          for r in range(args.train_batch)])
+
+        def loss_fn(m):
+            logits = m(batch[:, :-1])
+            return ledger.time("cross-entropy loss", nn.losses.cross_entropy, logits, batch[:, 1:], reduction="mean")
+
+        def forward():
+            return loss_fn(model)
+
+        sections["training forward"] = profiled(ledger, forward, args.repeats) + (
+            f"{args.train_batch} x {args.train_tokens} tokens, rank-8 LoRA on every linear layer, forward only; "
+            "the loss is a plain next-token loss at every position, where locomlx train scores answer windows only",)
+        grad = nn.value_and_grad(model, loss_fn)
+        optimizer = optim.Adam(learning_rate=1e-5)
+
+        def backward():
+            loss, grads = grad(model)
+            return loss, grads
+
+        def update():
+            loss, grads = grad(model)
+            optimizer.update(model, grads)
+            return loss, model.trainable_parameters(), optimizer.state
+
+        backward()
+        with_backward = statistics.median(_timed(backward) for _ in range(args.repeats))
+        update()
+        with_update = statistics.median(_timed(update) for _ in range(args.repeats))
+    lines = ["# Where the CPU time goes: prefill, decode step, training step", "",
+             f"Written by `python scripts/profile_cpu.py{' --quick' if args.quick else ''}` on the embedded "
+             f"SmolLM2-135M, default path (float32, BLAS {Path(blas.preload().path or 'bundled').name}). Each op "
+             "is timed on its own (inputs evaluated first, output last), which serializes what MLX would "
+             "overlap: the profiled total runs above the unprofiled one, and the shares are what to read.", ""]
+    for name, (per_op, total, plain, what) in sections.items():
+        lines += [f"## {name} ({what})", "",
+                  f"Unprofiled {plain * 1000:.1f} ms · profiled {total * 1000:.1f} ms", "",
+                  "| op | ms | share | calls |", "|---|---:|---:|---:|"]
+        for op, (seconds, calls) in sorted(per_op.items(), key=lambda kv: -kv[1][0]):
+            lines.append(f"| {op} | {seconds * 1000:.2f} | {seconds / total:.1%} | "
+                         f"{'' if calls is None else f'{calls:g}'} |")
+        lines.append("")
+    lines += ["## training step, whole", "",
+              "| step | ms | vs forward |", "|---|---:|---:|",
+              f"| forward | {sections['training forward'][2] * 1000:.1f} | 1.00x |",
+              f"| forward + backward | {with_backward * 1000:.1f} | "
+              f"{with_backward / sections['training forward'][2]:.2f}x |",
+              f"| forward + backward + Adam | {with_update * 1000:.1f} | "
+              f"{with_update / sections['training forward'][2]:.2f}x |", ""]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines), encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
