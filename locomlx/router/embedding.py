@@ -114,9 +114,7 @@ def chain_decision(probabilities: np.ndarray, classes: list[str], thresholds: di
                    adapters: dict[str, str], router: str, seconds: float) -> RouteDecision:
     """The decision of the fallback chain (classifier.predict_with_fallback): top domain, else the second, else
     the base model, with every step it looked at."""
-    general = classes.index(GENERAL)
-    bars = np.array([thresholds.get(c, 0.0) for c in classes])
-    picked = classes[int(predict_with_fallback(probabilities[None], bars, general)[0])]
+    picked = pick_domains(probabilities[None], classes, thresholds)[0]
     scores = {c: float(p) for c, p in zip(classes, probabilities)}
     steps = []
     for index in np.argsort(-probabilities, kind="stable")[:2]:
@@ -132,6 +130,12 @@ def chain_decision(probabilities: np.ndarray, classes: list[str], thresholds: di
         reason = ", then ".join(s.text() for s in steps) + (": base model" if picked == GENERAL else "")
     return RouteDecision(adapters.get(picked), picked, scores[picked] if picked != GENERAL else scores[top],
                          scores, router, seconds, reason, steps)
+
+
+def pick_domains(probabilities: np.ndarray, classes: list[str], thresholds: dict[str, float]) -> list[str]:
+    """The fallback chain's domain for every row of `probabilities` (classifier.predict_with_fallback)."""
+    bars = np.array([thresholds.get(c, 0.0) for c in classes])
+    return [classes[i] for i in predict_with_fallback(probabilities, bars, classes.index(GENERAL))]
 
 
 def router_file(library: Path) -> Path:
@@ -153,10 +157,7 @@ class FittedRouter:
     ece: float
 
     def predict(self, features: np.ndarray) -> list[str]:
-        classes = self.classifier.classes
-        bars = np.array([self.thresholds.get(c, 0.0) for c in classes])
-        picked = predict_with_fallback(self.classifier.probabilities(features), bars, classes.index(GENERAL))
-        return [classes[i] for i in picked]
+        return pick_domains(self.classifier.probabilities(features), self.classifier.classes, self.thresholds)
 
 
 def validation_rows(texts: list[str], share: int = 5) -> np.ndarray:
@@ -184,6 +185,15 @@ def fit_router(features: np.ndarray, domains: list[str], classes: list[str], val
     thresholds = {c: float(t) for c, t in zip(classes, bars) if c != GENERAL}
     return FittedRouter(classifier, thresholds, accuracy, ece_before,
                         expected_calibration_error(probabilities, val_labels))
+
+
+def fit_with_feedback(features: np.ndarray, texts: list[str], domains: list[str], classes: list[str],
+                      corrections: int, weight: float) -> tuple[FittedRouter, np.ndarray]:
+    """`fit_router` on library queries followed by `corrections` feedback rows (the last ones), each counted
+    `weight` times, with the validation rows chosen by hash; returns the fit and its validation mask."""
+    validation = validation_rows(texts)
+    weights = np.concatenate([np.ones(len(texts) - corrections), np.full(corrections, float(weight))])
+    return fit_router(features, domains, classes, validation, weights), validation
 
 
 def _accuracy(fitted: FittedRouter, features: np.ndarray, domains: list[str]) -> float | None:
@@ -221,8 +231,7 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
     features = embed_queries(engine, texts, layers, max_tokens, on_progress=on_count)
     n = len(queries)
     domains = [q.domain for q in queries]
-    validation = validation_rows(texts[:n])
-    fitted = fit_router(features[:n], domains, classes, validation)
+    fitted, validation = fit_with_feedback(features[:n], texts[:n], domains, classes, 0, feedback_weight)
     meta = {
         "registry_hash": registry_hash(registry),
         "base_model": engine.base.resolved.reference,
@@ -232,10 +241,9 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
     }
     if labels:
         end = n + len(taught)
-        weights = np.concatenate([np.ones(n), np.full(len(taught), float(feedback_weight))])
         before = fitted
-        validation = np.concatenate([validation, validation_rows(texts[n:end])])
-        fitted = fit_router(features[:end], domains + [lab.domain for lab in taught], classes, validation, weights)
+        fitted, validation = fit_with_feedback(features[:end], texts[:end], domains + [lab.domain for lab in taught],
+                                               classes, len(taught), feedback_weight)
         held_features, held_domains = features[end:], [lab.domain for lab in heldout]
         library_rows = np.flatnonzero(validation[:n])
         library_domains = [domains[i] for i in library_rows]
@@ -246,7 +254,6 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
             "library_validation_accuracy_before": _accuracy(before, features[library_rows], library_domains),
             "library_validation_accuracy_after": _accuracy(fitted, features[library_rows], library_domains),
         }
-        n = end
     meta.update({
         "train_queries": int((~validation).sum()),
         "validation_queries": int(validation.sum()),

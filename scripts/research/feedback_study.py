@@ -33,7 +33,7 @@ from locomlx.engine.engine import Engine
 from locomlx.registry import active_adapters, load_registry
 from locomlx.router.data import routing_queries, shifted_queries
 from locomlx.router.decision import GENERAL
-from locomlx.router.embedding import FEEDBACK_WEIGHT, embed_queries, fit_router, validation_rows
+from locomlx.router.embedding import FEEDBACK_WEIGHT, embed_queries, fit_with_feedback
 from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 
 import numpy as np
@@ -87,9 +87,8 @@ def run(library: Path, sizes: tuple[int, ...], weights: tuple[float, ...], per_d
             given = pool[:n]
             train_f = np.concatenate([lib_f, pool_f[:n]])
             domains = lib_domains + [q.domain for q in given]
-            validation = validation_rows([q.text for q in library_queries] + [q.text for q in given])
-            sample_weights = np.concatenate([np.ones(n_lib), np.full(n, weight)])
-            fitted = fit_router(train_f, domains, classes, validation, sample_weights)
+            fitted, _ = fit_with_feedback(train_f, [q.text for q in library_queries + given], domains, classes, n,
+                                          weight)
             shifted = _scores(fitted.predict(test_f), test_truth)
             in_dist = _scores(fitted.predict(held_f), held_truth)
             rows.append({"weight": weight, "feedback": n, "shifted": shifted, "in_distribution": in_dist})
