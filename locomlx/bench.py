@@ -75,7 +75,7 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
     engine = Engine.load(settings.base_model, compute_dtype)
     load_seconds = time.perf_counter() - start
     model = engine.model
-    tokens = mx.array(_prompt_ids(engine.base.config["vocab_size"], settings.prompt_tokens))
+    tokens = mx.array(_prompt_ids(engine.base.text_config["vocab_size"], settings.prompt_tokens))
 
     def prefill() -> float:
         cache = make_prompt_cache(model)
@@ -103,29 +103,43 @@ def _mlx_worker(settings: BenchSettings, compute_dtype: str) -> dict:
 
 
 def transformers_twin(base_model: str | None):
-    """transformers' LlamaForCausalLM holding the very weights locomlx computes with (dequantized to float32).
+    """transformers' causal LM of the model's own type holding the very weights locomlx computes with
+    (dequantized to float32).
 
     The peer of every benchmark against torch: same weights, so only the engines differ.
     Returns (model, its config dict, seconds spent building it).
     """
+    from locomlx.errors import LocomlxError
     from locomlx.models.load import load_base
     from locomlx.models.resolve import resolve_model
 
     import numpy as np
     import torch
     from mlx.utils import tree_flatten
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     base = load_base(resolve_model(base_model), "float32")
     state = {k: torch.from_numpy(np.array(v)) for k, v in tree_flatten(base.model.parameters())}
     config = {k: v for k, v in base.config.items() if k not in ("quantization", "locomlx_source")}
     start = time.perf_counter()
-    model = LlamaForCausalLM(LlamaConfig(**config))
+    kind = config.pop("model_type", "llama")
+    config["tie_word_embeddings"] = not any(k.endswith("lm_head.weight") for k in state)
+    config.setdefault("pad_token_id", None)  # transformers' defaults (e.g. phi3's 32000) may lie outside the vocabulary
+    if "sliding_window_pattern" in config:  # mlx-lm's Gemma 3 field; transformers reads the pattern as layer_types
+        pattern = config["sliding_window_pattern"]
+        config.setdefault("layer_types", ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention"
+                                          for i in range(config["num_hidden_layers"])])
+    try:
+        model = AutoModelForCausalLM.from_config(AutoConfig.for_model(kind, **config), dtype=torch.float32)
+    except (ValueError, KeyError) as exc:
+        raise LocomlxError(f"transformers has no causal LM for model type '{kind}': {exc}") from exc
     missing, unexpected = model.load_state_dict(state, strict=False)
     if [k for k in missing if k != "lm_head.weight"] or unexpected:
-        raise RuntimeError(f"weights do not line up with transformers: missing {missing}, unexpected {unexpected}")
-    model.tie_weights()
-    return model, config, time.perf_counter() - start
+        raise LocomlxError(f"the {kind} weights do not line up with transformers' {type(model).__name__}: "
+                           f"missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if config["tie_word_embeddings"]:
+        model.tie_weights()
+    return model, {**config, "model_type": kind}, time.perf_counter() - start
 
 
 def _transformers_worker(settings: BenchSettings) -> dict:
@@ -242,7 +256,6 @@ def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) 
     from mlx_lm import load as mlx_lm_load
 
     engine = Engine.load(settings.base_model)
-    config = engine.base.config
     with tempfile.TemporaryDirectory() as tmp:
         paths = [_random_adapter(Path(tmp) / f"a{i}", engine, rank, seed=i) for i in range(n_adapters)]
         load_times = []
@@ -269,7 +282,7 @@ def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) 
     return {
         "rank": rank,
         "layers": len(engine.adapters[names[0]].modules),
-        "num_hidden_layers": config["num_hidden_layers"],
+        "num_hidden_layers": len(engine.model.layers),
         "resident_switch_seconds": statistics.median(switches),
         "load_from_disk_seconds": statistics.median(load_times),
         "naive_reload_seconds": statistics.median(naive_default),
@@ -278,13 +291,14 @@ def _adapter_times(settings: BenchSettings, rank: int = 8, n_adapters: int = 4) 
 
 
 def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
+    from locomlx.models.anatomy import block_linears
     from locomlx.models.layers import linear_dims
-    from locomlx.train.config import ALL_LINEAR as keys
 
     import mlx.core as mx
     import mlx.nn as nn
 
     mx.random.seed(seed)
+    keys = block_linears(engine.model)
     tensors = {}
     for name, module in engine.model.named_modules():
         if any(name.endswith(k) for k in keys) and isinstance(module, (nn.Linear, nn.QuantizedLinear)):
@@ -294,7 +308,7 @@ def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
     path.mkdir(parents=True)
     mx.save_safetensors(str(path / "adapters.safetensors"), tensors)
     (path / "adapter_config.json").write_text(json.dumps({
-        "fine_tune_type": "lora", "num_layers": engine.base.config["num_hidden_layers"],
+        "fine_tune_type": "lora", "num_layers": len(engine.model.layers),
         "lora_parameters": {"rank": rank, "scale": 2.0, "dropout": 0.0, "keys": keys}}))
     return path
 

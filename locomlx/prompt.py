@@ -4,6 +4,11 @@ An example `{"instruction", "input", "output"}` becomes chat messages
 (instruction + input -> user turn, output -> assistant turn), rendered with the
 base model's own chat template. Keeping this in one place prevents the classic
 train/serve skew where the model is trained on one layout and queried with another.
+
+A pretrained base has no chat template; it is prompted in the plain layout it saw in pretraining,
+"Question: ...\nAnswer: ...", each answer one line: a pretrained model goes on to write the next
+"Question:" on the next line, so locomlx/models/load.py makes the newline a stop token for such models.
+Multi-line answers (code) need a base with a chat template.
 """
 
 from __future__ import annotations
@@ -31,12 +36,33 @@ def example_messages(instruction: str, input: str = "", output: str | None = Non
     return messages
 
 
+PLAIN_QUESTION, PLAIN_ANSWER = "Question: ", "\nAnswer:"
+PLAIN_ENDS = ("\n", "\n\n")  # what ends a plain answer, as the tokenizer may spell it
+
+
+def has_chat_template(tokenizer) -> bool:
+    return bool(getattr(tokenizer, "chat_template", None))
+
+
+def _plain_text(messages: list[dict]) -> str:
+    """The plain layout of `messages`, ending with "Answer:" after the last question."""
+    text = ""
+    for message in messages:
+        content = message["content"].strip()
+        if message["role"] == "user":
+            text += f"{PLAIN_QUESTION}{content}{PLAIN_ANSWER}"
+        elif message["role"] == "assistant":
+            text += f" {content}{PLAIN_ENDS[0]}"
+        else:
+            text += f"{content}{PLAIN_ENDS[0]}"
+    return text
+
+
 def render_prompt(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of `messages` followed by the assistant header the model answers after."""
-    if getattr(tokenizer, "chat_template", None):
+    if has_chat_template(tokenizer):
         return list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True))
-    text = "\n\n".join(m["content"] for m in messages) + "\n\n"
-    return list(tokenizer.encode(text))
+    return list(tokenizer.encode(_plain_text(messages)))
 
 
 def fit_prompt(tokenizer, messages: list[dict], budget: int) -> tuple[list[int], bool]:
@@ -74,12 +100,14 @@ def render_example(tokenizer, instruction: str, input: str, output: str) -> tupl
     """
     prompt = render_prompt(tokenizer, example_messages(instruction, input))
     messages = example_messages(instruction, input, output)
-    if getattr(tokenizer, "chat_template", None):
+    if has_chat_template(tokenizer):
         full = list(tokenizer.apply_chat_template(messages, add_generation_prompt=False, tokenize=True))
         if full[: len(prompt)] == prompt and len(full) > len(prompt):
             return full, len(prompt)
-    # Templates that re-render earlier turns differently: answer tokens appended to the prompt.
-    answer = list(tokenizer.encode(output, add_special_tokens=False))
+    # Templates that re-render earlier turns differently, and the plain layout ("Answer:" then a space):
+    # answer tokens appended to the prompt.
+    answer = list(tokenizer.encode(output if has_chat_template(tokenizer) else f" {output.strip()}",
+                                   add_special_tokens=False))
     eos = tokenizer.eos_token_id
     return prompt + answer + ([eos] if eos is not None else []), len(prompt)
 

@@ -25,6 +25,7 @@ from locomlx.engine.engine import Engine, Generation
 from locomlx.errors import LocomlxError
 from locomlx.prompt import user_turn
 from locomlx.registry import active_adapters, load_registry
+from locomlx.registry.compat import base_mismatch
 from locomlx.registry.store import read_registry
 from locomlx.router.decision import GENERAL, RouteDecision, Router
 from locomlx.router.feedback import Feedback, check_verdict, record_feedback
@@ -142,6 +143,10 @@ class AdapterChooser:
         registry = load_registry(self.library)
         if not active_adapters(registry):
             return Choice(None, note=f"auto: no active adapters in {self.library / 'registry.yaml'}, base model")
+        other_base = registry.base_model and base_mismatch(registry.base_model, self.engine.base.resolved)
+        if other_base:
+            return Choice(None, note=f"auto: base model, since {self.library} is not for it: {other_base}; "
+                                     "give --adapters-dir a library trained for this base")
         if self._router is None:
             self._router = load_router(self.router_name, self.engine, registry, self.library)
         decision = self._router.route(question)

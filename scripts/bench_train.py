@@ -22,7 +22,7 @@ import sys
 import time
 
 import locomlx  # first: preloads the CBLAS (off, by LOCOMLX_BLAS=none, in a torch worker)
-from locomlx.train.config import ALL_LINEAR
+from locomlx.models.anatomy import block_linears
 
 WARMUP = 3
 RANK = 8
@@ -80,7 +80,7 @@ def run_locomlx(settings: dict) -> dict:
     data = encoded_data()
     steps_per_epoch = BatchPlan(data, settings["batch_size"], seed=0).steps_per_epoch
     base = load_base(resolve_model(None), "float32")
-    config = TrainConfig(dataset="-", output="-", lora_rank=RANK, lora_alpha=2 * RANK, target_modules=ALL_LINEAR,
+    config = TrainConfig(dataset="-", output="-", lora_rank=RANK, lora_alpha=2 * RANK,
                          batch_size=settings["batch_size"], lr=1e-4, seed=0, steps_per_eval=10**9,
                          steps_per_save=10**9, epochs=(settings["steps"] - 0.5) / steps_per_epoch)
     add_lora_layers(base.model, config)
@@ -106,7 +106,8 @@ def run_mlx_lm(settings: dict) -> dict:
     batches = encoded_batches(settings)
     model = load_base(resolve_model(None), "float32").model
     model.freeze()
-    linear_to_lora_layers(model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0, "keys": ALL_LINEAR})
+    linear_to_lora_layers(model, len(model.layers), {"rank": RANK, "scale": 2.0, "dropout": 0.0,
+                                                     "keys": block_linears(model)})
     optimizer = optim.Adam(learning_rate=1e-4)
     loss_and_grad = nn.value_and_grad(model, default_loss)
     model.train()
@@ -136,8 +137,10 @@ def run_peft(settings: dict) -> dict:
 
     batches = encoded_batches(settings)
     model, _, _ = transformers_twin(None)
+    twin_targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                           if type(module).__name__ == "Linear" and ".layers." in name})
     model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=2 * RANK, lora_dropout=0.0,
-                                             target_modules=[k.split(".")[1] for k in ALL_LINEAR]))
+                                             target_modules=twin_targets))
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 

@@ -137,7 +137,7 @@ def main() -> None:
     from locomlx import blas
     from locomlx.models.load import compute_stream, load_base
     from locomlx.models.resolve import resolve_model
-    from locomlx.train.config import ALL_LINEAR, TrainConfig
+    from locomlx.train.config import TrainConfig
     from locomlx.train.loop import add_lora_layers
 
     import mlx.optimizers as optim
@@ -174,8 +174,7 @@ def main() -> None:
             f"one token after a 16-token prompt, mean of {args.decode_steps} uncompiled steps",)
 
         model = load_base(resolve_model(None), "float32").model  # the training copy, with LoRA layers
-        add_lora_layers(model, TrainConfig(dataset="-", output="-", lora_rank=8, lora_alpha=16,
-                                           target_modules=ALL_LINEAR))
+        add_lora_layers(model, TrainConfig(dataset="-", output="-", lora_rank=8, lora_alpha=16))
         instrument(model, ledger)
         batch = mx.array([[(i * 31 + r * 7 + 5) % (vocab - 100) + 50 for i in range(args.train_tokens)]
                           for r in range(args.train_batch)])

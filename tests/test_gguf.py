@@ -11,7 +11,7 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from tests import tiny
+from tests import families, tiny
 
 PROMPT = "the cat sat on the mat 123 ."
 
@@ -114,3 +114,91 @@ def test_unsupported_architecture_is_refused(tmp_path):
     writer.close()
     with pytest.raises(LocomlxError, match="architecture 'gpt2' is not supported"):
         resolve_model(str(path))
+
+
+# --- architectures beyond llama, K-quants and Llama 3 rope scaling ----------------------------------------
+
+def _converted_and_reference(model_dir, gguf_path, reference_weights, prompt=PROMPT):
+    base = load_base(resolve_model(str(gguf_path)), compute_dtype="float32")
+    tokens = base.tokenizer.encode(prompt)
+    ours = np.array(base.model(mx.array([tokens]))[0, -1])
+    return ours, _reference_logits(model_dir, reference_weights, tokens), base
+
+
+@pytest.mark.parametrize("family,overrides", [
+    ("qwen2", {}),  # q/k/v biases, no row permutation
+    # Gemma 3's layout: five local layers of a short window, then a global one; norms stored as 1 + w.
+    ("gemma3_text", {"num_hidden_layers": 6, "sliding_window": 4, "sliding_window_pattern": 6}),
+])
+@pytest.mark.parametrize("qtype", ["F32", "Q8_0", "Q4_1"])
+def test_other_architectures_match_the_gguf_dequantizer(tmp_path, family, overrides, qtype):
+    model_dir = families.build_family(tmp_path / family, family, seed=3, **overrides)
+    gguf_path = tmp_path / f"{family}-{qtype}.gguf"
+    reference_weights = tiny.write_gguf(model_dir, gguf_path, qtype)
+    ours, ref, base = _converted_and_reference(model_dir, gguf_path, reference_weights)
+    assert base.config["model_type"] == families.FAMILIES[family]["model_type"]
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_llama3_rope_freqs_become_llama3_rope_scaling(tmp_path):
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 8192}
+    model_dir = families.build_family(tmp_path / "llama3", "llama", seed=4, rope_scaling=scaling)
+    freqs = tiny.llama3_rope_freqs(16, 10000.0, scaling)
+    assert len(set(freqs.round(4).tolist())) == 3  # short, smoothed and stretched wavelengths all occur
+    gguf_path = tmp_path / "llama3.gguf"
+    reference_weights = tiny.write_gguf(model_dir, gguf_path, "Q8_0", rope_freqs=freqs)
+    ours, ref, base = _converted_and_reference(model_dir, gguf_path, reference_weights, PROMPT * 6)
+    assert base.config["rope_scaling"] == scaling
+    np.testing.assert_allclose(ours, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_rope_freqs_of_no_llama3_setting_are_refused(tmp_path):
+    model_dir = families.build_family(tmp_path / "llama", "llama", seed=4)
+    freqs = tiny.llama3_rope_freqs(16, 10000.0, {"factor": 3.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                                 "original_max_position_embeddings": 8192})
+    gguf_path = tmp_path / "odd-rope.gguf"
+    tiny.write_gguf(model_dir, gguf_path, "Q8_0", rope_freqs=freqs)
+    with pytest.raises(LocomlxError, match="odd-rope.gguf: the file's rope_freqs match none of Llama 3"):
+        resolve_model(str(gguf_path))
+
+
+# Q4_K_M's mix: 4-bit K blocks for most matrices, 6-bit for some, Q5_0 and Q8_0 where llama.cpp keeps them.
+_K_MIX = {"q_proj": "Q4_K", "k_proj": "Q4_K", "v_proj": "Q5_0", "o_proj": "Q5_K", "gate_proj": "Q4_K",
+          "up_proj": "Q4_K", "down_proj": "Q6_K", "embed_tokens": "Q8_0"}
+_K_BITS = {"Q4_K": 4, "Q5_0": 5, "Q5_K": 5, "Q6_K": 6, "Q8_0": 8}
+
+
+def test_k_quants_are_requantized_at_no_fewer_bits(tmp_path):
+    # K-quant blocks hold 256 values: rows of 256.
+    model_dir = families.build_family(tmp_path / "qwen2", "qwen2", seed=5, hidden_size=256, intermediate_size=256,
+                                      num_attention_heads=8, num_key_value_heads=4, head_dim=32)
+    gguf_path = tmp_path / "qwen2-k.gguf"
+    reference_weights = tiny.write_gguf(model_dir, gguf_path, "F32", types=_K_MIX)
+    out = convert_gguf(gguf_path, tmp_path / "converted")
+    config = json.loads((out / "config.json").read_text())
+    weights = mx.load(str(out / "model.safetensors"))
+    for name, reference in reference_weights.items():
+        module, leaf = name.removesuffix(".weight"), name.rsplit(".", 2)[-2]
+        if leaf not in _K_MIX or not name.endswith(".weight"):
+            continue
+        bits = _K_BITS[_K_MIX[leaf]]
+        assert config["quantization"][module] == {"group_size": 32, "bits": bits}, module
+        scales = weights[f"{module}.scales"]
+        ours = mx.dequantize(weights[name], scales, weights[f"{module}.biases"], group_size=32, bits=bits)
+        # Within one step of MLX's grid of llama.cpp's own dequantization, element by element (MLX's quantizer
+        # keeps zero exact, so its rounding error reaches up to a whole step, measured 0.94 of one).
+        step = np.abs(np.repeat(np.array(scales.astype(mx.float32)), 32, axis=1))  # MLX may flip the sign
+        assert np.all(np.abs(np.array(ours.astype(mx.float32)) - reference) <= step * 1.0001 + 1e-6), module
+    ours, ref, _ = _converted_and_reference(model_dir, gguf_path, reference_weights)
+    assert np.corrcoef(ours, ref)[0, 1] > 0.99
+
+
+def test_a_tensor_type_locomlx_cannot_convert_is_named(tmp_path):
+    model_dir = families.build_family(tmp_path / "qwen2", "qwen2", seed=5, hidden_size=256, intermediate_size=256,
+                                      num_attention_heads=8, num_key_value_heads=4, head_dim=32)
+    gguf_path = tmp_path / "ternary.gguf"
+    tiny.write_gguf(model_dir, gguf_path, "F32", types={"up_proj": "TQ2_0"})
+    with pytest.raises(LocomlxError, match=r"ternary.gguf: tensor 'blk.\d.ffn_up.weight' has type TQ2_0, which "
+                                           r"locomlx cannot convert.*Q4_K_M or Q8_0"):
+        resolve_model(str(gguf_path))

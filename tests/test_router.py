@@ -223,6 +223,16 @@ def test_chat_auto_routes_every_turn(routed):
     assert second.generation.adapter == "sentiment-a"
 
 
+def test_chat_auto_on_another_base_answers_with_that_base_and_says_why(routed, tmp_path):
+    library, _, _ = routed
+    # Same layer sizes, other weights: the adapters would load, but they were not trained for this base.
+    other = Engine.load(str(tiny.build_model(tmp_path / "other-base", seed=9)))
+    answer = Session(other, library, GenerationSettings(max_tokens=4)).ask("5 plus 6 plus 7")
+    assert answer.generation.adapter is None
+    assert f"since {library} is not for it: its adapters were trained for base model" in answer.note
+    assert "--adapters-dir" in answer.footer()
+
+
 def test_route_and_router_cli(routed):
     library, _, _ = routed
     runner = CliRunner()

@@ -124,7 +124,8 @@ def test_existing_output_and_bad_options_are_refused(tiny_model, data, tmp_path)
     (tmp_path / "taken" / "adapter_config.json").write_text("{}")
     with pytest.raises(LocomlxError, match=r"already holds a trained adapter \(adapter_config.json\); choose another"):
         train(_config(tiny_model, data, tmp_path / "taken"))
-    with pytest.raises(LocomlxError, match="--target-modules mlp.nope_proj not found"):
+    with pytest.raises(LocomlxError, match="--target-modules mlp.nope_proj are not linear layers of the model's blocks; its linear layers: "
+                                         "mlp.down_proj, mlp.gate_proj"):
         train(_config(tiny_model, data, tmp_path / "y", target_modules="mlp.nope_proj"))
     with pytest.raises(LocomlxError, match="--lora-rank must be at least 1"):
         _config(tiny_model, data, tmp_path / "z", lora_rank=0)
@@ -153,12 +154,16 @@ def test_answer_loss_equals_full_logits_reference(tiny_model):
     """Scoring only the answer window gives the same loss as full logits masked to answer tokens."""
     from locomlx.models.load import load_base
     from locomlx.models.resolve import resolve_model
+    from locomlx.models.anatomy import forward_split
     from locomlx.train.loop import answer_loss, answer_windows, collate
 
     model = load_base(resolve_model(str(tiny_model)), "float32").model
     items = [(list(range(5, 40)), 30), (list(range(50, 61)), 4), (list(range(70, 90)), 19)]
     batch, lengths = collate(items)
-    loss, ntoks = answer_loss(model, batch, *answer_windows(lengths))
+    split = forward_split(model)
+    assert split is not None  # llama: trunk + head reproduce the model, so the head runs on answers only
+    loss, ntoks = answer_loss(model, batch, *answer_windows(lengths), split)
+    full_loss, _ = answer_loss(model, batch, *answer_windows(lengths), None)
     logits = model(batch[:, :-1])
     logprobs = np.array(logits - mx.logsumexp(logits, axis=-1, keepdims=True))
     tokens = np.array(batch)
@@ -166,6 +171,7 @@ def test_answer_loss_equals_full_logits_reference(tiny_model):
              for j in range(offset - 1, len(seq) - 1)]
     assert ntoks.item() == len(terms) == 5 + 7 + 1
     np.testing.assert_allclose(loss.item(), np.mean(terms), rtol=1e-5)
+    np.testing.assert_allclose(full_loss.item(), np.mean(terms), rtol=1e-5)
 
 
 def _other_task(n: int, start: int = 0) -> list[dict]:

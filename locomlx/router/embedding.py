@@ -27,6 +27,7 @@ from typing import Callable
 from locomlx.atomic import write_bytes_atomic
 from locomlx.engine.engine import Engine
 from locomlx.errors import LocomlxError
+from locomlx.models.anatomy import block_states
 from locomlx.models.load import compute_stream
 from locomlx.registry import Registry, active_adapters, registry_hash
 from locomlx.router.classifier import (
@@ -65,9 +66,9 @@ def embed_queries(engine: Engine, texts: list[str], layers: int = LAYERS, max_to
                   batch_size: int = 32, on_progress: Callable[[int, int], None] | None = None) -> np.ndarray:
     """(len(texts), hidden) mean-pooled hidden states after the first `layers` blocks of the base model;
     `on_progress(done, total)` after every batch."""
-    inner = engine.model.model
     if layers < 1:
         raise LocomlxError(f"Router layers must be at least 1, got {layers}.")
+    layers = min(layers, len(engine.model.layers))  # a model shallower than `layers`: all of its blocks
     encoded = [engine.tokenizer.encode(t)[:max_tokens] or [0] for t in texts]
     pooled = []
     with plain_base(engine), mx.stream(compute_stream()):
@@ -77,9 +78,7 @@ def embed_queries(engine: Engine, texts: list[str], layers: int = LAYERS, max_to
             tokens = mx.array([ids + [0] * (width - len(ids)) for ids in chunk])
             # Right padding + a causal mask: real tokens never attend to the padding after them.
             keep = mx.array([[1.0] * len(ids) + [0.0] * (width - len(ids)) for ids in chunk])[..., None]
-            hidden = inner.embed_tokens(tokens)
-            for block in inner.layers[:layers]:
-                hidden = block(hidden, "causal" if width > 1 else None, cache=None)
+            hidden = block_states(engine.model, tokens, {layers})[layers]
             mean = (hidden.astype(mx.float32) * keep).sum(axis=1) / keep.sum(axis=1)
             pooled.append(np.array(mean))
             if on_progress:
@@ -212,7 +211,7 @@ def train_embedding_router(engine: Engine, registry: Registry, library: Path, pe
     and after, reported in `meta["feedback"]`.
     """
     started = time.perf_counter()
-    layers = min(layers, len(engine.model.model.layers))  # a model with fewer blocks runs them all
+    layers = min(layers, len(engine.model.layers))  # a model with fewer blocks runs them all
     adapters = active_adapters(registry)
     if not adapters:
         raise LocomlxError("The registry has no active adapters: nothing to route to. "

@@ -10,8 +10,6 @@ from locomlx.errors import LocomlxError
 
 import yaml
 
-ALL_LINEAR = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-              "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
 SAVE_DTYPES = ("float32", "float16", "bfloat16")
 
 
@@ -24,7 +22,8 @@ class TrainConfig:
     lora_rank: int = 16
     lora_alpha: float | None = None  # scale = alpha / rank; default alpha = 2 * rank
     lora_dropout: float = 0.0
-    target_modules: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    # LoRA targets inside each block; empty = every linear layer of the model's blocks (models/anatomy.py)
+    target_modules: list[str] = field(default_factory=list)
     num_layers: int = -1  # LoRA on the last N transformer blocks; -1 = all
     epochs: float = 3.0
     lr: float = 2e-4
@@ -69,7 +68,6 @@ class TrainConfig:
             (self.max_seq_length >= 8, "--max-seq-length must be at least 8"),
             (0 <= self.val_fraction < 0.5, "--val-fraction must be in [0, 0.5)"),
             (self.long_examples in ("truncate", "drop"), "long_examples must be 'truncate' or 'drop'"),
-            (bool(self.target_modules), "--target-modules needs at least one module"),
             (self.save_dtype in SAVE_DTYPES, f"save_dtype must be one of {', '.join(SAVE_DTYPES)}"),
             (self.replay_per_file >= 1, "--replay-per-file must be at least 1"),
             (self.replay_max_tokens >= 1, "--replay-max-tokens must be at least 1"),

@@ -29,6 +29,7 @@ from typing import Callable
 
 from locomlx.distributed import SAVING, World, all_sum, all_sum_tree, broadcast_arrays, broadcast_object
 from locomlx.errors import LocomlxError, LostRank
+from locomlx.models.anatomy import ForwardSplit, block_linears, forward_split
 from locomlx.train.config import TrainConfig
 
 import mlx.core as mx
@@ -126,35 +127,33 @@ def answer_windows(lengths: mx.array) -> tuple[mx.array, mx.array]:
     return mx.array(positions.astype(np.int32)), mx.array(mask)
 
 
-def _logits_head(model):
-    """hidden -> logits for mlx-lm models built as `model.model` + tied embeddings or `lm_head`."""
-    if "lm_head" in model:
-        return model.lm_head
-    return model.model.embed_tokens.as_linear
-
-
-def answer_loss(model, batch, positions, mask):
+def answer_loss(model, batch, positions, mask, split: ForwardSplit | None):
     """Mean cross-entropy over the answer tokens only.
 
-    Logits are computed only at the answer positions: with short answers after long
-    prompts (classification, QA) this skips most of the vocabulary projection and its
-    softmax, the costliest part of a step for a 49k-token vocabulary on a CPU.
+    With a `split` (models/anatomy.py) logits are computed only at the answer positions: with short answers
+    after long prompts (classification, QA) this skips most of the vocabulary projection and its softmax,
+    the costliest part of a step for a 49k-token vocabulary on a CPU. Without one (a model whose head does
+    more than a projection) the model's own forward pass gives every position's logits.
     """
-    hidden = model.model(batch[:, :-1])
-    picked = mx.take_along_axis(hidden, positions[..., None], axis=1)
     targets = mx.take_along_axis(batch[:, 1:], positions, axis=1)
-    losses = nn.losses.cross_entropy(_logits_head(model)(picked), targets) * mask
+    if split is None:
+        logits = mx.take_along_axis(model(batch[:, :-1]), positions[..., None], axis=1)
+    else:
+        hidden = split.trunk(batch[:, :-1])
+        logits = split.head(mx.take_along_axis(hidden, positions[..., None], axis=1))
+    losses = nn.losses.cross_entropy(logits, targets) * mask
     ntoks = mask.sum()
     return losses.astype(mx.float32).sum() / ntoks, ntoks
 
 
-def validation_loss(model, data: Encoded, batch_size: int, max_batches: int) -> float | None:
+def validation_loss(model, data: Encoded, batch_size: int, max_batches: int,
+                    split: ForwardSplit | None) -> float | None:
     if not data:
         return None
     total, count = 0.0, 0
     for start in range(0, min(len(data), batch_size * max_batches), batch_size):
         batch, lengths = collate(data[start:start + batch_size])
-        loss, tokens = answer_loss(model, batch, *answer_windows(lengths))
+        loss, tokens = answer_loss(model, batch, *answer_windows(lengths), split)
         total += loss.item() * tokens.item()
         count += tokens.item()
     return total / count if count else None
@@ -224,21 +223,22 @@ def add_lora_layers(model: nn.Module, config: TrainConfig) -> None:
     model.freeze()
     mx.random.seed(config.seed)  # the LoRA initialisation is part of what --seed reproduces
     n_layers = len(model.layers)
-    available = {name for name, _ in model.layers[0].named_modules()} if n_layers else set()
+    available = block_linears(model)
+    if not config.target_modules:
+        config.target_modules = available  # recorded in train_config.yaml as the list actually trained
     missing = [m for m in config.target_modules if m not in available]
     if missing:
-        known = sorted(m for m in available if m.count(".") == 1)
-        raise LocomlxError(f"--target-modules {', '.join(missing)} not found in the model's blocks; "
-                           f"known: {', '.join(known)}.")
+        raise LocomlxError(f"--target-modules {', '.join(missing)} are not linear layers of the model's blocks; "
+                           f"its linear layers: {', '.join(available)}.")
     linear_to_lora_layers(model, config.lora_layer_count(n_layers),
                           {"rank": config.lora_rank, "scale": config.lora_scale,
                            "dropout": config.lora_dropout, "keys": config.target_modules})
 
 
-def _share_of_global_loss(model, batch, positions, mask, share):
+def _share_of_global_loss(model, batch, positions, mask, share, *, split):
     """This rank's mean answer loss times its share of the global batch's answer tokens: summed over the ranks,
     the global batch's mean loss (share is 1 in a single process, which leaves the loss bit-for-bit as it is)."""
-    loss, tokens = answer_loss(model, batch, positions, mask)
+    loss, tokens = answer_loss(model, batch, positions, mask, split)
     return loss * share, tokens
 
 
@@ -273,7 +273,8 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
     if config.grad_checkpoint:
         grad_checkpoint(model.layers[0])
 
-    loss_and_grad = nn.value_and_grad(model, _share_of_global_loss)
+    split = forward_split(model)
+    loss_and_grad = nn.value_and_grad(model, partial(_share_of_global_loss, split=split))
     compiled_state = [model.state, optimizer.state, mx.random.state]
     accumulate = config.grad_accumulation
 
@@ -325,7 +326,7 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
                 last = state.step == state.total_steps
                 if state.step % config.steps_per_eval == 0 or last or state.step == 1:
                     model.eval()
-                    val = validation_loss(model, val_data, config.batch_size, config.val_batches)
+                    val = validation_loss(model, val_data, config.batch_size, config.val_batches, split)
                     model.train()
                     point = LossPoint(state.step, state.step / plan.steps_per_epoch, window_loss / window_steps,
                                       val, window_tokens / window_seconds if window_seconds else None)
