@@ -124,8 +124,8 @@ def test_existing_output_and_bad_options_are_refused(tiny_model, data, tmp_path)
     (tmp_path / "taken" / "adapter_config.json").write_text("{}")
     with pytest.raises(LocomlxError, match=r"already holds a trained adapter \(adapter_config.json\); choose another"):
         train(_config(tiny_model, data, tmp_path / "taken"))
-    with pytest.raises(LocomlxError, match="--target-modules mlp.nope_proj are not linear layers of the model's blocks; its linear layers: "
-                                         "mlp.down_proj, mlp.gate_proj"):
+    with pytest.raises(LocomlxError, match="--target-modules mlp.nope_proj are not linear layers of the model's "
+                                           "blocks; its linear layers: mlp.down_proj, mlp.gate_proj"):
         train(_config(tiny_model, data, tmp_path / "y", target_modules="mlp.nope_proj"))
     with pytest.raises(LocomlxError, match="--lora-rank must be at least 1"):
         _config(tiny_model, data, tmp_path / "z", lora_rank=0)
@@ -152,9 +152,9 @@ def test_cli_train_with_config_file(tiny_model, data, tmp_path):
 
 def test_answer_loss_equals_full_logits_reference(tiny_model):
     """Scoring only the answer window gives the same loss as full logits masked to answer tokens."""
+    from locomlx.models.anatomy import forward_split
     from locomlx.models.load import load_base
     from locomlx.models.resolve import resolve_model
-    from locomlx.models.anatomy import forward_split
     from locomlx.train.loop import answer_loss, answer_windows, collate
 
     model = load_base(resolve_model(str(tiny_model)), "float32").model

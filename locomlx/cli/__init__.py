@@ -17,6 +17,7 @@ from locomlx.cli.data import data
 from locomlx.cli.eval import eval_command
 from locomlx.cli.export import export_command, fuse
 from locomlx.cli.feedback import feedback
+from locomlx.cli.migrate import migrate
 from locomlx.cli.registry import adapters, leaderboard, promote, registry, report
 from locomlx.cli.router import route, router
 from locomlx.cli.serve import serve
@@ -95,7 +96,7 @@ def main(ctx, debug):
 
 
 for _command in (chat, propose, data, train_command, eval_command, check, registry, adapters, leaderboard, promote,
-                 report, route, router, feedback, serve, fuse, export_command, bench):
+                 report, route, router, feedback, serve, fuse, export_command, bench, migrate):
     main.add_command(_command)
 
 

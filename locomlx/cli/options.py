@@ -18,8 +18,8 @@ COMPUTE_DTYPE_HELP = (
 def base_model_option(f):
     return click.option(
         "--base-model", default=None, metavar="MODEL",
-        help="smollm2-135m (default), a .gguf file, an mlx-lm directory, or a Hugging Face repo id. "
-             "Env: LOCOMLX_BASE_MODEL.",
+        help="smollm2-135m (default), gemma3-270m (opt-in), a .gguf file, an mlx-lm directory, or a Hugging "
+             "Face repo id. Env: LOCOMLX_BASE_MODEL.",
     )(f)
 
 
