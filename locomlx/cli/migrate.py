@@ -50,9 +50,9 @@ def migrate(base_model, output, adapters_dir, only, limit, ood_limit, adr_dir, a
     \b
     Examples:
       locomlx migrate --base-model gemma3-270m --output libraries/gemma3-270m
-      locomlx migrate --base-model gemma3-270m --output /tmp/try --adapter sentiment-rt --limit 50
+      locomlx migrate --base-model gemma3-270m --output /tmp/try --adapter spam-assassin --limit 50
     """
-    from locomlx.eval.migrate import MigrationSettings, adr_draft, migrate_library, next_adr_number
+    from locomlx.eval.migrate import MigrationSettings, adr_draft, migrate_library, next_adr_number, pending_adapters
     from locomlx.registry import load_registry
 
     library = library_path(adapters_dir)
@@ -69,7 +69,8 @@ def migrate(base_model, output, adapters_dir, only, limit, ood_limit, adr_dir, a
     adr_path = existing[0] if existing else adr / f"{next_adr_number(adr):04d}-base-model-{slug}.md"
     report = output / "MIGRATION.md"
     link = Path(os.path.relpath(report.resolve(), adr.resolve()))
-    adr_path.write_text(adr_draft(rows, old_name, base_model, link), encoding="utf-8")
+    adr_path.write_text(adr_draft(rows, old_name, base_model, link, pending_adapters(library, rows)),
+                        encoding="utf-8")
     if as_json:
         from dataclasses import asdict
 
