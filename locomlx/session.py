@@ -25,7 +25,7 @@ from locomlx.engine.engine import Engine, Generation
 from locomlx.errors import LocomlxError
 from locomlx.prompt import user_turn
 from locomlx.registry import active_adapters, load_registry
-from locomlx.registry.compat import base_mismatch
+from locomlx.registry.compat import base_fingerprint, base_mismatch
 from locomlx.registry.store import read_registry
 from locomlx.router.decision import GENERAL, RouteDecision, Router
 from locomlx.router.feedback import Feedback, check_verdict, record_feedback
@@ -101,6 +101,7 @@ class AdapterChooser:
     library: Path
     router_name: str | None = None  # None = $LOCOMLX_ROUTER or the default router
     _router: Router | None = field(default=None, init=False, repr=False)
+    _base_fingerprint: tuple[str, str] | None = field(default=None, init=False, repr=False)  # hashed once
 
     def load(self, spec: str) -> tuple[str, str]:
         """Make `spec` (a library name, a path or a composition) resident; returns its resident name and a
@@ -143,7 +144,10 @@ class AdapterChooser:
         registry = load_registry(self.library)
         if not active_adapters(registry):
             return Choice(None, note=f"auto: no active adapters in {self.library / 'registry.yaml'}, base model")
-        other_base = registry.base_model and base_mismatch(registry.base_model, self.engine.base.resolved)
+        if self._base_fingerprint is None:
+            self._base_fingerprint = base_fingerprint(self.engine.base.resolved)
+        other_base = registry.base_model and base_mismatch(registry.base_model, self.engine.base.resolved,
+                                                           self._base_fingerprint)
         if other_base:
             return Choice(None, note=f"auto: base model, since {self.library} is not for it: {other_base}; "
                                      "give --adapters-dir a library trained for this base")

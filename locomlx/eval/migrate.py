@@ -28,9 +28,9 @@ from locomlx.data.training_log import RUN_MARKER, student_part
 from locomlx.errors import LocomlxError
 from locomlx.eval.evaluate import evaluate_adapter, ood_benchmarks
 from locomlx.eval.run import InferenceConfig
+from locomlx.models.anatomy import block_linears
 from locomlx.models.resolve import resolve_model
 from locomlx.registry import active_adapters, load_registry
-from locomlx.registry.compat import inspect_base
 from locomlx.registry.install import AdapterInfo, install_adapter
 from locomlx.registry.promote import promote, promotion_blockers
 from locomlx.registry.refresh import init_registry, refresh_registry
@@ -108,9 +108,11 @@ def _stored_recipe(folder: Path) -> dict:
 
 
 def _block_linears(base_model: str) -> set[str]:
-    """Linear layers in the new base's blocks, by their name inside a block (weights left unread)."""
-    names = inspect_base(base_model).linear_dims
-    return {name.split(".layers.", 1)[1].split(".", 1)[1] for name in names if ".layers." in name}
+    """The new base's default LoRA targets (models/anatomy.py), from its architecture with the weights unread."""
+    from mlx_lm.utils import load_model
+
+    model, _ = load_model(resolve_model(base_model).path, lazy=True)
+    return set(block_linears(model))
 
 
 def _quantization(base_model: str) -> str:
@@ -258,6 +260,7 @@ def migrate_library(library: Path, new_base: str, output: Path, settings: Migrat
     done = {r["adapter"]: r for r in json.loads(state_path.read_text())} if state_path.is_file() else {}
     # Adapters migrated by earlier runs (with --adapter) stay in the state and the report.
     earlier = [DomainMigration(**r) for name, r in done.items() if name not in chosen.values()]
+    linears = None  # the new base's block linears, read once, and only if something is to be trained
     rows = []
     for domain, name in chosen.items():
         folder = library / old.adapters[name].path
@@ -268,7 +271,8 @@ def migrate_library(library: Path, new_base: str, output: Path, settings: Migrat
             setattr(row, key, done.get(name, {}).get(key, getattr(row, key)))
         if not (output / name / "adapter_config.json").is_file():
             on_message(f"{name} ({domain}): training on {new_base} with its stored data and recipe")
-            _retrain(folder, output / name, new_base, _block_linears(new_base), row, on_message, on_progress)
+            linears = linears if linears is not None else _block_linears(new_base)
+            _retrain(folder, output / name, new_base, linears, row, on_message, on_progress)
         rows.append(row)
         _save_state(state_path, rows + earlier)
     for row in rows:

@@ -29,16 +29,20 @@ class BaseFacts:
 
     @property
     def fingerprint(self) -> tuple[str, str]:
-        """('revision', commit) for a hub model, else ('file_sha256', sha of its weights file)."""
-        if self.resolved.source == "hub":
-            return "revision", self.resolved.source_hash
-        if self.resolved.source_hash:  # the GGUF's sha256, recorded at conversion
-            return "file_sha256", self.resolved.source_hash
-        files = sorted(self.resolved.path.glob("*.safetensors"))
-        if len(files) == 1:
-            return "file_sha256", file_sha256(files[0])
-        listing = "".join(f"{file_sha256(f)}  {f.name}\n" for f in files)
-        return "file_sha256", hashlib.sha256(listing.encode()).hexdigest()
+        return base_fingerprint(self.resolved)
+
+
+def base_fingerprint(resolved: ResolvedModel) -> tuple[str, str]:
+    """('revision', commit) for a hub model, else ('file_sha256', sha of its weights file)."""
+    if resolved.source == "hub":
+        return "revision", resolved.source_hash
+    if resolved.source_hash:  # the GGUF's sha256, recorded at conversion
+        return "file_sha256", resolved.source_hash
+    files = sorted(resolved.path.glob("*.safetensors"))
+    if len(files) == 1:
+        return "file_sha256", file_sha256(files[0])
+    listing = "".join(f"{file_sha256(f)}  {f.name}\n" for f in files)
+    return "file_sha256", hashlib.sha256(listing.encode()).hexdigest()
 
 
 def inspect_base(reference: str) -> BaseFacts:
@@ -75,11 +79,11 @@ def incompatibility(adapter: AdapterFile, base: BaseFacts) -> str | None:
             f"{base.resolved.reference}")
 
 
-def base_mismatch(recorded: BaseModelInfo, resolved: ResolvedModel) -> str | None:
-    """Why a library's adapters are not for the base model `resolved` (None when they are): its registry names
-    the base every adapter was trained for by weights hash (or hub revision), which a different model with
-    the same layer sizes would not share."""
-    kind, value = BaseFacts(resolved, {}).fingerprint
+def base_mismatch(recorded: BaseModelInfo, resolved: ResolvedModel, fingerprint: tuple[str, str]) -> str | None:
+    """Why a library's adapters are not for the base model `resolved`, whose `base_fingerprint` is `fingerprint`
+    (None when they are): its registry names the base every adapter was trained for by weights hash (or hub
+    revision), which a different model with the same layer sizes would not share."""
+    kind, value = fingerprint
     expected = getattr(recorded, kind)
     if (expected == value) if expected else (recorded.id == resolved.reference):
         return None
