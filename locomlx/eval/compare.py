@@ -49,7 +49,8 @@ class Row:
     cost: float | None  # latency / the adapter's greedy latency
 
 
-def _row(adapter: str, decoding: str, run: BenchmarkRun, greedy: BenchmarkRun | None) -> Row:
+def compare_row(adapter: str, decoding: str, run: BenchmarkRun, greedy: BenchmarkRun | None) -> Row:
+    """One run as a row: its score and, against `greedy` (the adapter's greedy run), gain, paired p and cost."""
     latency = run.generation_seconds / run.n_examples
     greedy_latency = greedy.generation_seconds / greedy.n_examples if greedy else 0.0
     paired = greedy is not None and run is not greedy
@@ -79,8 +80,8 @@ def compare_enhancements(engine: Engine, library: Path, adapters: list[str],
             return run_benchmark(engine, benchmark, model, None, config, progress)
 
         greedy = run(adapter, "greedy")
-        rows.append(_row(adapter, "base model, greedy", run(None, "base model, greedy"), None))
-        rows.append(_row(adapter, "greedy", greedy, greedy))
+        rows.append(compare_row(adapter, "base model, greedy", run(None, "base model, greedy"), None))
+        rows.append(compare_row(adapter, "greedy", greedy, greedy))
         variants = [("RE2", replace(greedy_config, reread=True)),
                     (f"votes {settings.votes} (T={settings.vote_temperature:g})",
                      replace(greedy_config, votes=settings.votes, vote_temperature=settings.vote_temperature))]
@@ -88,11 +89,11 @@ def compare_enhancements(engine: Engine, library: Path, adapters: list[str],
             members = load_members(engine, library, adapter)
             variants.append((f"ensemble of {len(members)}", replace(greedy_config, ensemble=members)))
         for decoding, config in variants:
-            rows.append(_row(adapter, decoding, run(adapter, decoding, config), greedy))
+            rows.append(compare_row(adapter, decoding, run(adapter, decoding, config), greedy))
         for spec in compositions:
             if adapter in dict(parse_composition(spec)):
                 name = engine.compose(spec)
-                rows.append(_row(adapter, f"composition {name}", run(name, f"composition {name}"), greedy))
+                rows.append(compare_row(adapter, f"composition {name}", run(name, f"composition {name}"), greedy))
     return rows
 
 

@@ -38,10 +38,9 @@ from locomlx.registry.schema import AdapterEntry
 from locomlx.registry.store import edit_registry
 from locomlx.scoring.bar import is_significant
 from locomlx.scoring.stats import paired_p_value
-from locomlx.train.config import load_config
+from locomlx.train.config import load_config, recorded_recipe
+from locomlx.train.replay import replay_file_from
 from locomlx.train.trainer import partial_dir, train
-
-import yaml
 
 REPORT = "MIGRATION.md"
 STATE = "migration.json"
@@ -94,19 +93,6 @@ class MigrationSettings:
     ood_limit: int | None = None  # None = what the old evaluation used
 
 
-def _stored_recipe(folder: Path) -> dict:
-    path = folder / "training" / "train_config.yaml"
-    if not path.is_file():
-        raise LocomlxError(f"{folder} has no training/train_config.yaml, so its recipe is unknown and it cannot be "
-                           "retrained; train it with `locomlx train` (which records one), or leave it out "
-                           "with --adapter.")
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
-    except (yaml.YAMLError, KeyError, TypeError) as exc:
-        raise LocomlxError(f"{path}: cannot read its 'config' section ({exc}); it is not a train_config.yaml "
-                           "written by `locomlx train`.") from exc
-
-
 def _block_linears(base_model: str) -> set[str]:
     """The new base's default LoRA targets (models/anatomy.py), from its architecture with the weights unread."""
     from mlx_lm.utils import load_model
@@ -120,18 +106,6 @@ def _quantization(base_model: str) -> str:
     config = json.loads((resolve_model(base_model).path / "config.json").read_text())
     bits = (config.get("quantization") or {}).get("bits")
     return f"{bits}-bit" if bits else "none"
-
-
-def _replay_questions(source: Path, questions: Path) -> tuple[Path, int]:
-    """The old adapter's replay questions as a replay file for the new run, and their number. Replay reads
-    only the questions (the new base answers them); the old base's answers are kept where it gave one and
-    replaced by "-" where it gave none, so the file passes the data checks."""
-    replay = source / "training" / "replay.jsonl"
-    rows = [json.loads(line) for line in replay.read_text(encoding="utf-8").splitlines() if line.strip()] \
-        if replay.is_file() else []
-    write_text_atomic(questions, "".join(json.dumps({**r, "output": r.get("output", "").strip() or "-"},
-                                                    ensure_ascii=False) + "\n" for r in rows))
-    return questions, len(rows)
 
 
 # The sections of a run record that older logs hold inline, without RUN_MARKER above them.
@@ -170,14 +144,14 @@ def _retrain(source: Path, target: Path, new_base: str, linears: set[str], row: 
              on_message: Callable[[str], None], on_progress) -> None:
     import mlx.core as mx
 
-    recipe = _stored_recipe(source)
+    recipe = recorded_recipe(source)
     _prepare_folder(source, target)
     targets = list(recipe.get("target_modules") or [])
     if targets and not set(targets) <= linears:
         row.targets_note = (f"old targets {', '.join(sorted(set(targets) - linears))} are not in the new base; "
                             "trained on every linear layer of its blocks")
         targets = []
-    replay, replay_rows = _replay_questions(source, target.parent / REPLAY_DIR / f"{target.name}.jsonl")
+    replay, replay_rows = replay_file_from(source, target.parent / REPLAY_DIR / f"{target.name}.jsonl")
     overrides = {**recipe, "dataset": str(target / "training" / "dataset.jsonl"), "output": str(target),
                  "base_model": new_base, "benchmark": str(target / "eval" / "benchmark.jsonl"),
                  "target_modules": targets, "adapters_dir": str(target.parent),

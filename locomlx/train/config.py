@@ -109,3 +109,17 @@ def load_config(path: str | Path | None, overrides: dict) -> TrainConfig:
         raise LocomlxError(f"Bad training configuration: {exc}") from exc
     config.validate()
     return config
+
+
+def recorded_recipe(folder: Path) -> dict:
+    """The training settings an adapter folder records (training/train_config.yaml's `config`): what retraining
+    it, on another base or on other data, starts from."""
+    path = folder / "training" / "train_config.yaml"
+    if not path.is_file():
+        raise LocomlxError(f"{folder} has no training/train_config.yaml, so its recipe is unknown and it cannot be "
+                           "retrained; train it with `locomlx train`, which records one.")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))["config"]
+    except (yaml.YAMLError, KeyError, TypeError) as exc:
+        raise LocomlxError(f"{path}: cannot read its 'config' section ({exc}); it is not a train_config.yaml "
+                           "written by `locomlx train`.") from exc

@@ -17,7 +17,7 @@ import json
 import random
 from pathlib import Path
 
-from locomlx.atomic import write_json_atomic
+from locomlx.atomic import write_json_atomic, write_text_atomic
 from locomlx.data.checks import leaking_training_rows
 from locomlx.data.records import Example, read_examples
 from locomlx.errors import LocomlxError
@@ -73,3 +73,15 @@ def base_answers(engine, questions: list[Example], max_tokens: int, on_progress=
         if on_progress:
             on_progress(min(i + batch, len(missing)), len(missing))
     return [Example(q.line, q.instruction, q.input, answers[_question_key(q)], {"replay": True}) for q in questions]
+
+
+def replay_file_from(source: Path, questions: Path) -> tuple[Path, int]:
+    """An adapter's replay questions as a replay file for another run, and their number. Replay reads
+    only the questions (the base answers them); the base's answers are kept where it gave one and
+    replaced by "-" where it gave none, so the file passes the data checks."""
+    replay = source / "training" / "replay.jsonl"
+    rows = [json.loads(line) for line in replay.read_text(encoding="utf-8").splitlines() if line.strip()] \
+        if replay.is_file() else []
+    write_text_atomic(questions, "".join(json.dumps({**r, "output": r.get("output", "").strip() or "-"},
+                                                    ensure_ascii=False) + "\n" for r in rows))
+    return questions, len(rows)

@@ -45,7 +45,7 @@ def chain_sum_module(wheel: Path) -> types.ModuleType:
     return importlib.import_module("reasoning_gym.arithmetic.chain_sum")
 
 
-def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
+def build(seed: int = 0, n_train: int = 800) -> tuple[list[dict], list[dict]]:
     chain_sum = chain_sum_module(pypi_wheel("reasoning-gym", "0.1.25"))
     config = chain_sum.ChainSumConfig(min_terms=2, max_terms=3, min_digits=1, max_digits=2, seed=seed,
                                       size=GENERATED)
@@ -57,7 +57,7 @@ def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
         seen.add(expression)
         rows.append({"instruction": INSTRUCTION, "input": f"{expression} =", "output": item["answer"],
                      "metric": "exact_match", "source": SOURCE, "expression": expression})
-    benchmark, train = split_by_group(rows, "expression", 300, 800, seed)
+    benchmark, train = split_by_group(rows, "expression", 300, n_train, seed)
     return train, benchmark
 
 

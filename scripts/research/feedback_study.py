@@ -21,7 +21,6 @@ Writes docs/research/feedback.md (table, exact command) and docs/research/feedba
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sys
 import time
@@ -37,6 +36,7 @@ from locomlx.router.embedding import FEEDBACK_WEIGHT, embed_queries, fit_with_fe
 from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 
 import numpy as np
+from study_files import interval, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = (0, 10, 50, 200, 1000)
@@ -104,9 +104,6 @@ def run(library: Path, sizes: tuple[int, ...], weights: tuple[float, ...], per_d
 
 
 def _plot(facts: dict, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
@@ -135,7 +132,7 @@ def _plot(facts: dict, path: Path) -> None:
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
     def cell(s: dict) -> str:
-        return f"{s['accuracy']:.3f} [{s['ci95'][0]:.3f}, {s['ci95'][1]:.3f}]"
+        return interval(s["accuracy"], s["ci95"])
 
     lines = ["# Does feedback help the router?", "",
              f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, classes "
@@ -179,17 +176,8 @@ def main() -> None:
         facts = run(library, (0, 10), (FEEDBACK_WEIGHT,), min(args.per_domain, 50), args.seed, 40)
     else:
         facts = run(library, SIZES, WEIGHTS, args.per_domain, args.seed, None)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     command = "python scripts/research/feedback_study.py" + (" --quick" if args.quick else "")
-    plot = out.with_suffix(".png")
-    _plot(facts, plot)
-    slim = dict(facts, rows=[{k: ({kk: vv for kk, vv in v.items() if kk != "per_example"} if isinstance(v, dict)
-                                  else v) for k, v in r.items()} for r in facts["rows"]])
-    out.with_suffix(".json").write_text(json.dumps(slim, indent=2) + "\n", encoding="utf-8")
-    out.with_suffix(".md").write_text(_markdown(facts, command, plot), encoding="utf-8")
-    print(f"wrote {out.with_suffix('.md')}, {plot} and {out.with_suffix('.json')}")
-
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,139 @@
+"""The research studies (scripts/research/): each runs --quick on a tiny library and writes its page, plot and
+numbers; the low-bit formats they measure are checked against MLX's own kernels."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from locomlx.cli import main
+from locomlx.engine.engine import Engine
+from locomlx.models.load import load_base
+from locomlx.models.lowbit import FORMATS, LowBitFormat, pack_model, quantizable, requantize, round_trip, stored_bytes
+from locomlx.models.resolve import resolve_model
+
+import mlx.core as mx
+import mlx.nn as nn
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from tests import tiny
+from tests.test_registry_fixtures import add_adapter, new_library
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts" / "research"
+
+
+@pytest.fixture()
+def two_domains(tmp_path, tiny_model):
+    """A library of two active adapters in two domains, each with its benchmark and results."""
+    library = new_library(tmp_path, tiny_model)
+    add_adapter(library, tiny_model, "sentiment-a", domain="sentiment", seed=1, keywords=["review"])
+    add_adapter(library, tiny_model, "spam-a", domain="spam", seed=2, keywords=["offer"])
+    for name in ("sentiment-a", "spam-a"):
+        result = CliRunner().invoke(main, ["promote", name, "--adapters-dir", str(library)])
+        assert result.exit_code == 0, result.output
+    return library
+
+
+def _run_quick(script: str, library: Path, out: Path, *extra: str) -> dict:
+    done = subprocess.run([sys.executable, str(SCRIPTS / script), "--quick", "--adapters-dir", str(library),
+                           "--out", str(out), *extra], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"python scripts/research/{script} --quick" in out.with_suffix(".md").read_text()
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+def test_ternary_is_three_levels_per_group_and_packs_into_mlx_2_bit_exactly():
+    weight = mx.random.normal((32, 128), key=mx.random.key(0))
+    for fmt in (FORMATS["ternary-g64"], FORMATS["ternary-tensor"]):
+        size = fmt.group_size or weight.size
+        rounded = round_trip(weight, fmt)
+        for group, original in zip(rounded.reshape(-1, size).tolist(), weight.reshape(-1, size).tolist()):
+            scale = sum(abs(w) for w in original) / size  # BitNet's absmean
+            assert {round(v / scale) for v in group} <= {-1, 0, 1}
+            assert max(abs(v - round(v / scale) * scale) for v in group) < 1e-5
+        linear = nn.Linear(128, 32, bias=False)
+        linear.weight = weight
+        model = nn.Sequential(linear)
+        pack_model(model, fmt)
+        assert isinstance(model.layers[0], nn.QuantizedLinear) and model.layers[0].bits == 2
+        x = mx.random.normal((4, 128), key=mx.random.key(1))
+        assert mx.allclose(model(x), x @ rounded.T, atol=1e-4)  # the 2-bit kernel computes the ternary weights
+
+
+def test_affine_formats_round_like_mlx_and_lose_more_with_fewer_bits():
+    weight = mx.random.normal((16, 256), key=mx.random.key(2))
+    errors = []
+    for name in ("q8", "q6", "q4", "q3", "q2"):
+        fmt = FORMATS[name]
+        rounded = round_trip(weight, fmt)
+        expected = mx.dequantize(*mx.quantize(weight, group_size=64, bits=fmt.bits), group_size=64, bits=fmt.bits)
+        assert mx.array_equal(rounded, expected)
+        errors.append(float(mx.mean((rounded - weight) ** 2)))
+    assert errors == sorted(errors) and errors[0] < 1e-4 < errors[-1]
+
+
+def test_a_requantized_base_keeps_its_shapes_its_own_cache_key_and_stores_fewer_bytes(tiny_model):
+    base = load_base(resolve_model(str(tiny_model)), "float32")
+    before = {name: m.weight for name, m in quantizable(base.model)}
+    assert before  # the tiny model's linear layers and embedding
+    full = stored_bytes(base.model, None)
+    four, two = stored_bytes(base.model, FORMATS["q4"]), stored_bytes(base.model, FORMATS["ternary-g64"])
+    assert two < four < full
+    rounded = requantize(base, FORMATS["q3"])
+    assert rounded.resolved.source_hash.endswith("+q3") and rounded.resolved.path == base.resolved.path
+    after = dict(quantizable(rounded.model))
+    for name, weight in before.items():
+        assert after[name].weight.shape == weight.shape and not mx.array_equal(after[name].weight, weight)
+        assert mx.array_equal(after[name].weight, round_trip(weight, FORMATS["q3"]))
+    engine = Engine(rounded)
+    assert engine.generate([{"role": "user", "content": "hello"}], max_tokens=3).text is not None
+    with pytest.raises(Exception, match="float32"):
+        requantize(load_base(resolve_model(str(tiny_model)), "quantized"), LowBitFormat("q4", 4, 64))
+
+
+def test_the_lowbit_study_runs_quick_and_reports_every_format_and_domain(two_domains, tmp_path):
+    out = tmp_path / "research" / "lowbit"
+    facts = _run_quick("lowbit_study.py", two_domains, out)
+    assert [r["format"] for r in facts["rows"]] == ["original", "q4", "ternary-g64"]
+    for row in facts["rows"]:
+        assert set(row["scores"]) == {"sentiment", "spam"} and row["decode_tokens_per_second"] > 0
+        assert 0 <= row["scores"]["spam"]["adapter"]["score"] <= 1
+    original, ternary = facts["rows"][0], facts["rows"][2]
+    assert ternary["stored_mb"] < facts["rows"][1]["stored_mb"] < original["stored_mb"]
+    assert original["scores"]["sentiment"]["base"]["p_vs_original"] == 1.0
+    page = out.with_suffix(".md").read_text()
+    assert "| ternary-g64 | 1.58 |" in page and "## Where quality breaks" in page
+
+
+def _record_recipe(folder: Path, replay_rows: int) -> None:
+    """What `locomlx train` leaves in an adapter folder: its recipe, and the replay questions it used."""
+    recipe = {"lora_rank": 4, "epochs": 1, "lr": 1e-3, "batch_size": 4, "max_seq_length": 128, "val_fraction": 0.1,
+              "replay_max_tokens": 4}
+    (folder / "training" / "train_config.yaml").write_text(yaml.safe_dump({"config": recipe}))
+    rows = [{"instruction": "Add the numbers.", "input": f"{i} plus {i + 3}", "output": str(2 * i + 3)}
+            for i in range(replay_rows)]
+    tiny.write_jsonl(folder / "training" / "replay.jsonl", rows)
+
+
+def test_the_data_size_study_trains_each_size_with_replay_in_proportion_and_reuses_its_adapters(two_domains,
+                                                                                                 tmp_path):
+    for name in ("sentiment-a", "spam-a"):
+        _record_recipe(two_domains / name, replay_rows=40)
+    out, work = tmp_path / "research" / "data-size", tmp_path / "work"
+    facts = _run_quick("data_size_study.py", two_domains, out, "--domains", "sentiment,spam", "--work", str(work))
+    assert [d["domain"] for d in facts["domains"]] == ["sentiment", "spam"]
+    for domain in facts["domains"]:
+        assert [r["examples"] for r in domain["rows"]] == [25, 50] and domain["pool_from"] == "stored"
+        assert [r["replayed"] for r in domain["rows"]] == [2, 4]  # 40 replayed beside 500: the same share
+        assert all(0 <= r["score"] <= 1 and 0 <= r["p_vs_base"] <= 1 for r in domain["rows"])
+    trained = work / "sentiment-a-n25"
+    assert (trained / "adapter_config.json").is_file()
+    assert len((trained / "training" / "dataset.jsonl").read_text().splitlines()) == 25
+    stamp = (trained / "adapter_model.safetensors").stat().st_mtime_ns
+    again = _run_quick("data_size_study.py", two_domains, out, "--domains", "sentiment,spam", "--work", str(work))
+    assert (trained / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # found, not retrained
+    assert again["domains"][0]["rows"][0]["score"] == facts["domains"][0]["rows"][0]["score"]
+    assert "## The answer" in out.with_suffix(".md").read_text()
