@@ -137,3 +137,17 @@ def test_the_data_size_study_trains_each_size_with_replay_in_proportion_and_reus
     assert (trained / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # found, not retrained
     assert again["domains"][0]["rows"][0]["score"] == facts["domains"][0]["rows"][0]["score"]
     assert "## The answer" in out.with_suffix(".md").read_text()
+
+
+def test_the_re2_votes_study_chooses_a_temperature_and_compares_every_decoding_with_greedy(two_domains, tmp_path):
+    out = tmp_path / "research" / "re2-votes"
+    facts = _run_quick("re2_votes_study.py", two_domains, out, "--work", str(tmp_path / "work"))
+    assert [d["domain"] for d in facts["domains"]] == ["sentiment", "spam"]
+    for domain in facts["domains"]:
+        assert domain["temperature"] == 0.7 and set(domain["validation_scores"]) == {"0.7"}
+        assert [(r["votes"], r["reread"]) for r in domain["rows"]] == [(1, False), (3, False), (1, True), (3, True)]
+        greedy, *others = domain["rows"]
+        assert greedy["gain"] is None and all(r["gain"] is not None and 0 <= r["p_value"] <= 1 for r in others)
+        assert all(r["cost"] > 0 for r in others) and all(r["n_examples"] == 6 for r in domain["rows"])
+    page = out.with_suffix(".md").read_text()
+    assert "| RE2, 3 votes |" in page and "## The answer" in page

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""How much do RE2 and self-consistency help, and what do they cost?
+
+For every active adapter, on its full benchmark with its own evaluation's settings: greedy answers
+(1 vote) and self-consistency with 5, 9 and 15 sampled votes, each with and without RE2 (the question
+read twice). The sampling temperature is chosen per domain on a validation split, never on the
+benchmark: rows of the domain's data pool past the adapter's own training rows (the data builder returns
+the same first rows when asked for more, so these are unseen), scored at 5 votes for each candidate
+temperature. Every row has a 95% interval, a paired test against greedy and its latency cost
+(generation time per question over greedy's).
+
+Answers are cached per configuration, so a rerun answers only what is missing. Writes
+docs/research/re2-votes.md, .png and .json.
+
+    python scripts/research/re2_votes_study.py              # the committed numbers (hours on 2 cores)
+    python scripts/research/re2_votes_study.py --quick      # a smoke run (tests)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import locomlx  # first: preloads the CBLAS
+from locomlx.adapters.library import library_dir
+from locomlx.atomic import write_text_atomic
+from locomlx.data.records import read_examples
+from locomlx.engine.engine import Engine
+from locomlx.eval.compare import compare_row
+from locomlx.eval.run import InferenceConfig, run_benchmark
+from locomlx.registry import active_adapters, load_registry
+
+from study_data import BUILDERS, built_pool, stored_rows
+from study_files import interval, write_study
+
+ROOT = Path(__file__).resolve().parents[2]
+VOTES = (1, 5, 9, 15)
+TEMPERATURES = (0.3, 0.7, 1.0)
+VALIDATION = 100  # validation questions per domain
+
+
+def _validation(domain: str, folder: Path, work: Path, size: int, quick: bool) -> Path:
+    """A validation file of `size` questions the adapter never trained on (quick: its own last rows)."""
+    own = len(read_examples(folder / "training" / "dataset.jsonl")[0])
+    if quick or domain not in BUILDERS:
+        if not quick:
+            sys.exit(f"error: {domain} has no data builder in scripts/data/, so there is no unseen validation "
+                     "split to choose the temperature on.")
+        rows = stored_rows(folder)[-size:]
+    else:
+        rows = built_pool(domain, folder / "eval" / "benchmark.jsonl", own + size)[own:]
+    path = work / f"{folder.name}-validation.jsonl"
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    return path
+
+
+def _chosen_temperature(engine: Engine, adapter: str, validation: Path, metric: str, greedy: InferenceConfig,
+                        temperatures: tuple[float, ...]) -> tuple[float, dict[str, float]]:
+    """The temperature whose 5-vote answers score best on the validation split (ties: the lowest)."""
+    scores = {}
+    for t in temperatures:
+        config = replace(greedy, votes=5, vote_temperature=t, limit=None)
+        scores[f"{t:g}"] = run_benchmark(engine, validation, adapter, metric, config).score
+    best = max(temperatures, key=lambda t: (scores[f"{t:g}"], -t))
+    return best, scores
+
+
+def run(library: Path, votes: tuple[int, ...], temperatures: tuple[float, ...], limit: int | None, work: Path,
+        validation_size: int, quick: bool) -> dict:
+    started = time.perf_counter()
+    registry = load_registry(library)
+    reference = registry.base_model.id if registry.base_model else None
+    engine = Engine.load(reference)
+    domains = []
+    for domain, name in sorted(active_adapters(registry).items()):
+        folder = library / registry.adapters[name].path
+        results = json.loads((folder / "eval" / "results.json").read_text(encoding="utf-8"))
+        benchmark = folder / "eval" / "benchmark.jsonl"
+        engine.load_adapter(folder, name)
+        greedy_config = InferenceConfig(max_tokens=results["inference"]["max_tokens"], limit=limit,
+                                        batch_size=results["inference"].get("batch_size", InferenceConfig.batch_size))
+        validation = _validation(domain, folder, work, validation_size, quick)
+        temperature, tried = _chosen_temperature(engine, name, validation, results["metric"], greedy_config,
+                                                 temperatures)
+        print(f"{domain}: temperature {temperature:g} chosen on {validation.name} ({tried})", file=sys.stderr)
+        greedy = run_benchmark(engine, benchmark, name, results["metric"], greedy_config)
+        rows = []
+        for reread in (False, True):
+            for n in votes:
+                config = replace(greedy_config, reread=reread, votes=n, vote_temperature=temperature)
+                run_ = greedy if (n, reread) == (1, False) else run_benchmark(engine, benchmark, name,
+                                                                              results["metric"], config)
+                label = ("RE2, " if reread else "") + ("greedy" if n == 1 else f"{n} votes")
+                row = asdict(compare_row(name, label, run_, greedy))
+                rows.append({**row, "votes": n, "reread": reread})
+                print(f"  {label}: {run_.score:.3f}", file=sys.stderr)
+        engine.unload_adapter(name)
+        domains.append({"domain": domain, "adapter": name, "metric": results["metric"], "temperature": temperature,
+                        "validation_scores": tried, "validation_questions": validation_size, "rows": rows})
+    return {"library": str(library), "base_model": reference, "limit": limit, "domains": domains,
+            "seconds": time.perf_counter() - started}
+
+
+def _plot(facts: dict, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    for i, d in enumerate(facts["domains"]):
+        for reread, style in ((False, "-o"), (True, "--s")):
+            rows = [r for r in d["rows"] if r["reread"] == reread]
+            ax.plot([r["cost"] or 1.0 for r in rows], [r["gain"] or 0.0 for r in rows], style, color=f"C{i}",
+                    label=f"{d['domain']}" + (" + RE2" if reread else ""))
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("generation time per question, x greedy")
+    ax.set_ylabel("score gain over greedy")
+    ax.set_title("Self-consistency votes (1, 5, 9, 15) with and without RE2")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _markdown(facts: dict, command: str, plot: Path) -> str:
+    n = facts["limit"] or "all"
+    lines = ["# RE2 and self-consistency: gain against compute", "",
+             f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
+             f"`{facts['base_model']}`; {n} examples of each benchmark, each adapter's own settings. The vote "
+             "temperature is chosen per domain at 5 votes on validation questions the adapter never trained on. "
+             "Intervals: 95% bootstrap; p: paired test against greedy; cost: generation time per question over "
+             "greedy's.", ""]
+    for d in facts["domains"]:
+        tried = ", ".join(f"T={t}: {s:.3f}" for t, s in d["validation_scores"].items())
+        lines += [f"## {d['domain']} (`{d['adapter']}`, {d['metric']}; T = {d['temperature']:g}, from {tried})", "",
+                  "| decoding | score | gain | p | latency / question | cost |", "|---|---:|---:|---:|---:|---:|"]
+        for r in d["rows"]:
+            gain = "" if r["gain"] is None else f"{r['gain']:+.3f}"
+            p = "" if r["p_value"] is None else f"{r['p_value']:.3g}"
+            cost = "" if r["cost"] is None else f"{r['cost']:.1f}x"
+            lines.append(f"| {r['decoding']} | {interval(r['score'], r['ci95'])} | {gain} | {p} | "
+                         f"{r['latency_seconds'] * 1000:.0f} ms | {cost} |")
+        lines.append("")
+    lines += [f"![gain against compute]({plot.name})", "", "## The answer", ""]
+    for d in facts["domains"]:
+        wins = [r for r in d["rows"] if r["p_value"] is not None and r["p_value"] < 0.05 and r["gain"] > 0]
+        losses = [r for r in d["rows"] if r["p_value"] is not None and r["p_value"] < 0.05 and r["gain"] < 0]
+        cheapest = min(wins, key=lambda r: r["cost"] or 1.0) if wins else None
+        lines.append(f"- {d['domain']}: " + (f"the cheapest significant gain is {cheapest['decoding']} "
+                                             f"({cheapest['gain']:+.3f} at {cheapest['cost']:.1f}x the time)"
+                                             if cheapest else "no configuration beats greedy significantly")
+                     + (f"; significantly worse: {', '.join(r['decoding'] for r in losses)}." if losses else "."))
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    locomlx.keep_freed_memory()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--adapters-dir", default=None, help="The library (default: the shipped adapters/).")
+    parser.add_argument("--out", default=str(ROOT / "docs" / "research" / "re2-votes"),
+                        help="Output path without suffix (.md, .png and .json are written).")
+    parser.add_argument("--work", default=str(ROOT / "runs" / "research" / "re2-votes"),
+                        help="Where the validation splits are written.")
+    parser.add_argument("--limit", type=int, default=None, help="Benchmark examples scored [all].")
+    parser.add_argument("--quick", action="store_true",
+                        help="Smoke run: votes 1 and 3, one temperature, 6 examples, validation from own data.")
+    args = parser.parse_args()
+    votes, temperatures, validation = VOTES, TEMPERATURES, VALIDATION
+    if args.quick:
+        votes, temperatures, validation, args.limit = (1, 3), (0.7,), 6, 6
+    facts = run(library_dir(args.adapters_dir), votes, temperatures, args.limit, Path(args.work), validation,
+                args.quick)
+    command = "python scripts/research/re2_votes_study.py" + (" --quick" if args.quick else "")
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+
+
+if __name__ == "__main__":
+    main()
