@@ -110,7 +110,7 @@ def test_the_lowbit_study_runs_quick_and_reports_every_format_and_domain(two_dom
 
 def _record_recipe(folder: Path, replay_rows: int) -> None:
     """What `locomlx train` leaves in an adapter folder: its recipe, and the replay questions it used."""
-    recipe = {"lora_rank": 4, "epochs": 1, "lr": 1e-3, "batch_size": 4, "max_seq_length": 128, "val_fraction": 0.1,
+    recipe = {"lora_rank": 4, "epochs": 0.25, "lr": 1e-3, "batch_size": 4, "max_seq_length": 128, "val_fraction": 0.1,
               "replay_max_tokens": 4}
     (folder / "training" / "train_config.yaml").write_text(yaml.safe_dump({"config": recipe}))
     rows = [{"instruction": "Add the numbers.", "input": f"{i} plus {i + 3}", "output": str(2 * i + 3)}
@@ -151,3 +151,22 @@ def test_the_re2_votes_study_chooses_a_temperature_and_compares_every_decoding_w
         assert all(r["cost"] > 0 for r in others) and all(r["n_examples"] == 6 for r in domain["rows"])
     page = out.with_suffix(".md").read_text()
     assert "| RE2, 3 votes |" in page and "## The answer" in page
+
+
+def test_the_ensembles_study_trains_variants_and_compares_the_vote_with_the_best_single_member(two_domains,
+                                                                                                tmp_path):
+    for name in ("sentiment-a", "spam-a"):
+        _record_recipe(two_domains / name, replay_rows=10)
+    out, work = tmp_path / "research" / "ensembles", tmp_path / "work"
+    facts = _run_quick("ensembles_study.py", two_domains, out, "--work", str(work))
+    for domain in facts["domains"]:
+        active = domain["active"]
+        assert domain["members"] == [active, f"{active}-seed", f"{active}-rank8"]
+        singles, votes = domain["rows"][:3], domain["rows"][3:]
+        assert [r["what"] for r in singles] == ["library adapter (active)", "seed 1", "lora_rank 8, lora_alpha 16"]
+        best = max(singles, key=lambda r: r["score"])
+        assert "(best)" in best["decoding"] and domain["best_single"] == best["model"]
+        assert [r["what"] for r in votes] == ["vote", "vote"] and all(r["p_value"] is not None for r in votes)
+        assert all(abs(r["gain"] - (r["score"] - best["score"])) < 1e-9 for r in votes)
+    assert (work / "spam-a-rank8" / "adapter_config.json").is_file()
+    assert "## The answer" in out.with_suffix(".md").read_text()

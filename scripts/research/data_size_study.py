@@ -30,51 +30,18 @@ from pathlib import Path
 
 import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
-from locomlx.atomic import write_text_atomic
-from locomlx.data.records import read_examples
 from locomlx.engine.engine import Engine
 from locomlx.eval.run import InferenceConfig, run_benchmark
 from locomlx.registry import active_adapters, load_registry
 from locomlx.scoring.stats import paired_p_value
-from locomlx.train.config import load_config, recorded_recipe
-from locomlx.train.replay import replay_file_from
-from locomlx.train.trainer import partial_dir, train
 
 from study_data import BUILDERS, built_pool, stored_rows
 from study_files import interval, write_study
+from study_training import own_examples, train_variant
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = (25, 50, 100, 200, 500, 1000)
 DOMAINS = ("math", "sentiment", "spam")
-
-
-def _jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
-
-
-def _recipe_examples(folder: Path) -> int:
-    return len(read_examples(folder / "training" / "dataset.jsonl")[0])
-
-
-def _train_size(library: Path, folder: Path, work: Path, pool: list[dict], n: int, reference: str | None) -> dict:
-    """Train (or find) the adapter on the first n pool rows; its training facts."""
-    out = work / f"{folder.name}-n{n}"
-    if not (out / "adapter_config.json").is_file():
-        recipe = recorded_recipe(folder)
-        recipe_size = _recipe_examples(folder)
-        data = work / "data" / f"{folder.name}-n{n}.jsonl"
-        write_text_atomic(data, _jsonl(pool[:n]))
-        replay, replay_rows = replay_file_from(folder, work / "data" / f"{folder.name}-replay.jsonl")
-        overrides = {**recipe, "dataset": str(data), "output": str(out), "base_model": reference,
-                     "benchmark": str(folder / "eval" / "benchmark.jsonl"), "adapters_dir": str(library),
-                     "replay": [str(replay)] if replay_rows else [], "allow_small": True,
-                     "replay_per_file": max(1, round(replay_rows * n / recipe_size))}
-        started = time.perf_counter()
-        result = train(load_config(None, overrides), resume=partial_dir(out).is_dir())
-        facts = {"train_seconds": time.perf_counter() - started, "steps": result.state.step,
-                 "replayed": result.stats.replayed}
-        write_text_atomic(out / "study.json", json.dumps(facts))
-    return json.loads((out / "study.json").read_text())
 
 
 def _score(run) -> dict:
@@ -103,7 +70,8 @@ def run(library: Path, domains: tuple[str, ...], sizes: tuple[int, ...], work: P
         rows = []
         for n in [n for n in sizes if n <= len(pool)]:
             print(f"{domain}: training on {n} examples", file=sys.stderr)
-            rows.append({"examples": n, **_train_size(library, folder, work, pool, n, reference)})
+            facts = train_variant(library, folder, work / f"{folder.name}-n{n}", reference, pool[:n])
+            rows.append({"examples": n, **facts})
         engine = Engine.load(reference)
         base = _score(run_benchmark(engine, benchmark, None, results["metric"], inference))
         for row in rows:
@@ -115,7 +83,7 @@ def run(library: Path, domains: tuple[str, ...], sizes: tuple[int, ...], work: P
             print(f"  n={row['examples']}: {row['score']:.3f} (base {base['score']:.3f})", file=sys.stderr)
         del engine
         studied.append({"domain": domain, "adapter": folder.name, "metric": results["metric"], "pool": len(pool),
-                        "pool_from": "built" if built else "stored", "recipe_examples": _recipe_examples(folder),
+                        "pool_from": "built" if built else "stored", "recipe_examples": own_examples(folder),
                         "base": base, "rows": rows})
     for d in studied:
         best = max(d["rows"], key=lambda r: r["score"])
