@@ -170,3 +170,47 @@ def test_the_ensembles_study_trains_variants_and_compares_the_vote_with_the_best
         assert all(abs(r["gain"] - (r["score"] - best["score"])) < 1e-9 for r in votes)
     assert (work / "spam-a-rank8" / "adapter_config.json").is_file()
     assert "## The answer" in out.with_suffix(".md").read_text()
+
+
+def test_the_composition_study_scores_each_part_of_a_two_skill_question_by_its_own_metric(two_domains, tmp_path):
+    sentiment = two_domains / "sentiment-a" / "eval"
+    rows = [{**json.loads(line), "choices": ["positive", "negative"], "metric": "choice"}
+            for line in (sentiment / "benchmark.jsonl").read_text().splitlines()]
+    tiny.write_jsonl(sentiment / "benchmark.jsonl", rows)
+    results = json.loads((sentiment / "results.json").read_text())
+    (sentiment / "results.json").write_text(json.dumps({**results, "metric": "choice"}))
+    sums = [{"instruction": "Add the numbers.", "input": f"{i} plus {i + 2}", "output": str(2 * i + 2)}
+            for i in range(50)]
+    tiny.write_jsonl(two_domains / "spam-a" / "eval" / "benchmark.jsonl", sums)
+    out = tmp_path / "research" / "composition"
+    facts = _run_quick("composition_study.py", two_domains, out, "--work", str(tmp_path / "work"))
+    (pair,) = facts["pairs"]
+    assert pair["pair"] == "sentiment+spam" and pair["n"] == 6 and pair["metrics"] == ["choice", "exact_match"]
+    models = [r["model"] for r in pair["rows"]]
+    assert models[:3] == ["base", "sentiment-a alone", "spam-a alone"] and models[-1] == "routed (arrow)"
+    assert "composition sentiment-a:0.3+spam-a:0.7" in models and "composition sentiment-a:1+spam-a:1" in models
+    for row in pair["rows"]:
+        for part in ("first", "second"):
+            assert row["both"]["score"] <= row[part]["score"] <= 1
+    assert sum(pair["rows"][-1]["picks"].values()) == 6
+    benchmark = (tmp_path / "work" / "sentiment+spam.jsonl").read_text().splitlines()
+    assert json.loads(benchmark[0])["output"] == f"{rows[0]['output']} | {sums[0]['output']}"
+
+
+def test_a_two_part_reply_is_scored_part_by_part():
+    sys.path.insert(0, str(SCRIPTS))
+    from locomlx.data.records import Example
+
+    import composition_study
+
+    review = Example(1, "Sentiment?", "a joyless film", "negative", {"choices": ["positive", "negative"]})
+    total = Example(1, "Add.", "3 plus 4", "7")
+    first, second = {"metric": "choice", "examples": [review] * 3}, {"metric": "exact_match", "examples": [total] * 3}
+    scored = composition_study._parts(["negative | 7", "positive | 7", "negative | 8"], first, second)
+    assert scored["first"]["per_example"] == [1.0, 0.0, 1.0] and scored["second"]["per_example"] == [1.0, 1.0, 0.0]
+    assert scored["both"]["per_example"] == [1.0, 0.0, 0.0]
+    pairs = composition_study.pairs_of([{"domain": "a", "metric": "choice", "choices": {"yes", "no"}},
+                                        {"domain": "b", "metric": "choice", "choices": {"yes", "maybe"}},
+                                        {"domain": "c", "metric": "exact_match", "choices": set()},
+                                        {"domain": "d", "metric": "rouge_l", "choices": set()}])
+    assert [(x["domain"], y["domain"]) for x, y in pairs] == [("a", "c"), ("b", "c")]
