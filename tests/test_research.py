@@ -214,3 +214,45 @@ def test_a_two_part_reply_is_scored_part_by_part():
                                         {"domain": "c", "metric": "exact_match", "choices": set()},
                                         {"domain": "d", "metric": "rouge_l", "choices": set()}])
     assert [(x["domain"], y["domain"]) for x, y in pairs] == [("a", "c"), ("b", "c")]
+
+
+def test_the_scaling_study_grows_views_of_the_library_and_measures_each_size(two_domains, tmp_path):
+    out, work = tmp_path / "research" / "scaling", tmp_path / "work"
+    general = [{"query": f"Who named the {s} of year {y}?", "split": "train" if y % 10 < 7 else "heldout"}
+               for s in ("rivers", "kings", "planets") for y in range(1900, 1930)]
+    tiny.write_jsonl(two_domains / "router" / "general.jsonl", general)  # the router's no-specialist queries
+    facts = _run_quick("scaling_study.py", two_domains, out, "--work", str(work))
+    small, large = facts["rows"]
+    assert (small["size"], small["specialists"], small["adapters_loaded"]) == (1, 1, 1)
+    assert (large["size"], large["specialists"], large["adapters_loaded"]) == (2, 2, 2)
+    assert large["domains"] == ["sentiment", "spam"] and small["domains"] == ["sentiment"]
+    assert small["examples"] == 4 and large["examples"] == 8  # 4 per benchmark in the union
+    assert large["adapters_resident_mb"] > small["adapters_resident_mb"] > 0
+    view = yaml.safe_load((work / "lib-1" / "registry.yaml").read_text())
+    assert list(view["adapters"]) == ["sentiment-a"]
+    assert (work / "lib-1" / "sentiment-a").resolve() == (two_domains / "sentiment-a").resolve()
+    assert (work / "lib-1" / "router" / "embedding.npz").is_file()  # each view gets its own router
+    for row in facts["rows"]:
+        systems = row["systems"]
+        cost = systems["oracle"]["score"] - systems["router"]["score"]
+        assert abs(row["misrouting_cost"] - cost) < 1e-9 and 0 <= row["routing_accuracy"] <= 1
+    assert "routing accuracy" in out.with_suffix(".md").read_text()
+
+
+def test_the_procedural_skills_build_disjoint_splits_with_answers_recomputed_independently():
+    sys.path.insert(0, str(SCRIPTS.parent / "data"))
+    import reasoning_gym_tasks as tasks
+
+    assert tasks._digits(int("124", 9), 13) == "7c" and tasks._factors(360) == [2, 2, 2, 3, 3, 5]
+    assert tasks._isomorphic("egg", "add") and not tasks._isomorphic("foo", "bar")
+    assert tasks._decimal_sum("4.4 + 1.2 - 7.8") == "-2.2"
+    assert tasks._kept(5.0, {"filter_value": "3", "operation": "remove_smaller"})
+    assert not tasks._kept(5.0, {"filter_value": "3", "operation": "keep_smaller"})
+    assert len(tasks.TASKS) == 16
+    for domain in tasks.TASKS:
+        found, disagreed = tasks.rows(domain)
+        assert disagreed <= len(found) // 100, domain  # the generator and the check agree on nearly every item
+        train, benchmark = tasks.build(domain)
+        assert (len(train), len(benchmark)) == (500, 300), domain
+        assert not {r["input"] for r in train} & {r["input"] for r in benchmark}, domain
+        assert all(r["output"] and r["metric"] == "exact_match" for r in train + benchmark), domain

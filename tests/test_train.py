@@ -220,6 +220,35 @@ def test_replay_questions_skip_own_and_leaking_rows_and_cached_answers_are_reuse
     assert calls == [2] and again[:4] == first  # only the two new questions were generated
 
 
+def test_questions_the_base_leaves_unanswered_are_not_replayed(tiny_model, data, tmp_path):
+    """An empty replay target would teach the adapter to answer nothing outside its task: such rows are
+    left out, and train says how many."""
+    from locomlx.data.records import read_examples
+    from locomlx.models.load import load_base
+    from locomlx.models.resolve import resolve_model
+    from locomlx.train.replay import _cache_path, _question_key, base_answers, replay_questions
+
+    other = tiny.write_jsonl(tmp_path / "other.jsonl", _other_task(40, start=100))
+    config = _config(tiny_model, data, tmp_path / "skill", replay=[str(other)], replay_per_file=12,
+                     replay_max_tokens=6)
+    own, _ = read_examples(data["train"])
+    questions = replay_questions(config.replay, 12, own, [])
+    base = load_base(resolve_model(config.base_model), config.compute_dtype)
+    base_answers(Engine(base), questions, 6)
+    cache = _cache_path(base, 6)
+    answers = json.loads(cache.read_text())
+    silent = questions[:5]
+    answers.update({_question_key(q): text for q, text in zip(silent, [""] * 5)})
+    cache.write_text(json.dumps(answers))
+
+    messages = []
+    result = train(config, on_message=messages.append)
+    replayed = [json.loads(line) for line in (result.output / "training/replay.jsonl").read_text().splitlines()]
+    assert [r["input"] for r in replayed] == [q.input for q in questions[5:]]
+    assert result.stats.replayed == 7
+    assert any("5 of them left out, the base model gave no answer" in m for m in messages)
+
+
 def test_bad_replay_files_are_refused(tiny_model, data, tmp_path):
     with pytest.raises(LocomlxError, match="Replay file .*missing.jsonl does not exist"):
         _config(tiny_model, data, tmp_path / "x", replay=[str(tmp_path / "missing.jsonl")])

@@ -29,6 +29,7 @@ class SwarmSettings:
     reread: bool = True
     votes: int = 1
     vote_temperature: float = 0.7
+    router: str | None = None  # --router's name; None: $LOCOMLX_ROUTER, else the default
 
     @property
     def enhancement(self) -> str:
@@ -61,7 +62,7 @@ def run_swarm_experiment(library: Path, settings: SwarmSettings = SwarmSettings(
     registry = load_registry(library)
     started = time.perf_counter()
     engine = Engine.load(registry.base_model.id if registry.base_model else None)
-    router = load_router(None, engine, registry, library)
+    router = load_router(settings.router, engine, registry, library)
     routing, decisions = routing_report(router, registry, library)
     inference = InferenceConfig(max_tokens=settings.max_tokens, limit=settings.limit)
     rows = task_scores(engine, registry, library, decisions, inference, on_progress=on_progress)
@@ -71,7 +72,7 @@ def run_swarm_experiment(library: Path, settings: SwarmSettings = SwarmSettings(
         # The enhanced system: where the router chose this domain's adapter, its enhanced answer; elsewhere
         # the plain routed one.
         name = active_adapters(registry).get(row.domain)
-        if name is None:  # no specialist in this domain: the base model's plain answers stand
+        if name is None or not settings.enhancement:  # no specialist, or nothing to enhance: plain routed answers
             row.per_example["enhanced"] = row.per_example["router"]
             continue
         enhanced = run_benchmark(engine, row.benchmark, name, inference=enhanced_inference)
@@ -91,6 +92,12 @@ def run_swarm_experiment(library: Path, settings: SwarmSettings = SwarmSettings(
         "examples": len(union["base"]),
         "router": router.name,
         "routing_accuracy": routing.accuracy,
+        "routing_accuracy_ci95": [routing.accuracy_ci.low, routing.accuracy_ci.high],
+        "routing_per_domain": routing.per_domain,
+        "routing_confusion": routing.confusion,
+        # What wrong routes cost: oracle minus routed on the union, and their paired test.
+        "misrouting_cost": systems["oracle"]["score"] - systems["router"]["score"],
+        "misrouting_p_value": paired_p_value(union["router"], union["oracle"]),
         "routing_queries": routing.n_queries,
         "routing_latency_ms_median": routing.latency_ms_median,
         "latency_seconds_mean": statistics.mean(timed),

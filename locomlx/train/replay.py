@@ -8,6 +8,11 @@ adapter learns "answer like the base" there and "answer like the data" on its ta
 Only the inputs of the replay files are used, never their reference answers: the base model's
 answers are generated here (batched, greedy) and cached per (base model, max tokens, question),
 so adapters that replay the same questions generate them once.
+
+Questions the base answers with nothing are left out. An empty target does not keep the adapter near
+the base: it teaches "answer nothing", and where most replay answers are empty (a pretrained base stops
+at its first newline on most of other tasks' questions; docs/base-models.md) the adapter learns to
+answer nothing outside its task, even where the base answers right.
 """
 
 from __future__ import annotations
@@ -73,6 +78,11 @@ def base_answers(engine, questions: list[Example], max_tokens: int, on_progress=
         if on_progress:
             on_progress(min(i + batch, len(missing)), len(missing))
     return [Example(q.line, q.instruction, q.input, answers[_question_key(q)], {"replay": True}) for q in questions]
+
+
+def answered_only(replayed: list[Example]) -> list[Example]:
+    """The replay rows where the base gave an answer, i.e. did not stop at once (see the module docstring)."""
+    return [e for e in replayed if e.output]
 
 
 def replay_file_from(source: Path, questions: Path) -> tuple[Path, int]:

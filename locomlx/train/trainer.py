@@ -136,13 +136,17 @@ def _replay(config: TrainConfig, base, own: list[Example], benchmarks: list[Path
     if not config.replay:
         return []
     from locomlx.engine.engine import Engine
-    from locomlx.train.replay import base_answers, replay_questions
+    from locomlx.train.replay import answered_only, base_answers, replay_questions
 
     questions = replay_questions(config.replay, config.replay_per_file, own, benchmarks)
     on_message(f"Replay: {len(questions)} questions from {len(config.replay)} file(s), answered by the base model "
                f"(at most {config.replay_max_tokens} tokens; cached answers are reused).")
     progress = lambda done, total: on_message(f"  replay answers {done}/{total}")  # noqa: E731
-    return base_answers(Engine(base), questions, config.replay_max_tokens, progress)
+    answered = answered_only(base_answers(Engine(base), questions, config.replay_max_tokens, progress))
+    if len(answered) < len(questions):
+        on_message(f"Replay: {len(questions) - len(answered)} of them left out, the base model gave no answer "
+                   "(see locomlx/train/replay.py).")
+    return answered
 
 
 def partial_dir(output: str | Path) -> Path:

@@ -12,12 +12,10 @@ the output; duplicate expressions dropped; split by expression.
     python scripts/data/chain_sum_math.py [OUT_DIR]     # default data/math-chainsum
 """
 
-import importlib
 import sys
-import types
 from pathlib import Path
 
-from sources import pypi_wheel, split_by_group, write_split
+from sources import reasoning_gym_module, split_by_group, write_split
 
 INSTRUCTION = "State the final answer to the following arithmetic problem. Reply with the number only."
 SOURCE = "reasoning-gym==0.1.25 chain_sum generator (Apache-2.0)"
@@ -32,21 +30,8 @@ small integers and to answer with the number alone. Numbers of 1-2 digits and at
 operator, which its text normalisation drops; they are different problems and both are kept."""
 
 
-def chain_sum_module(wheel: Path) -> types.ModuleType:
-    """reasoning_gym.arithmetic.chain_sum from the unpacked wheel. The package's own __init__ files import
-    every task (and sympy, pycosat, ...), so the two parent packages are registered empty and only the
-    generator's modules run."""
-    for name, path in (("reasoning_gym", wheel / "reasoning_gym"),
-                       ("reasoning_gym.arithmetic", wheel / "reasoning_gym" / "arithmetic")):
-        if name not in sys.modules:
-            package = types.ModuleType(name)
-            package.__path__ = [str(path)]
-            sys.modules[name] = package
-    return importlib.import_module("reasoning_gym.arithmetic.chain_sum")
-
-
 def build(seed: int = 0, n_train: int = 800) -> tuple[list[dict], list[dict]]:
-    chain_sum = chain_sum_module(pypi_wheel("reasoning-gym", "0.1.25"))
+    chain_sum = reasoning_gym_module("arithmetic.chain_sum")
     config = chain_sum.ChainSumConfig(min_terms=2, max_terms=3, min_digits=1, max_digits=2, seed=seed,
                                       size=GENERATED)
     rows, seen = [], set()

@@ -48,6 +48,24 @@ def pypi_wheel(package: str, version: str) -> Path:
     return _unpack_once(f"{package}-{version}", fetch)
 
 
+def reasoning_gym_module(module: str):
+    """reasoning_gym.<module> (e.g. "arithmetic.chain_sum") from the unpacked wheel reasoning-gym==0.1.25, not
+    installed. The package's own __init__ files import every task (and sympy, pycosat, ...), so the parent
+    packages are registered empty and only the generator's modules run."""
+    import importlib
+    import types
+
+    wheel = pypi_wheel("reasoning-gym", "0.1.25")
+    parts = ["reasoning_gym", *module.split(".")[:-1]]
+    for depth in range(1, len(parts) + 1):
+        name = ".".join(parts[:depth])
+        if name not in sys.modules:
+            package = types.ModuleType(name)
+            package.__path__ = [str(wheel.joinpath(*parts[:depth]))]
+            sys.modules[name] = package
+    return importlib.import_module(f"reasoning_gym.{module}")
+
+
 def npm_package(package: str, version: str) -> Path:
     """The unpacked npm tarball `package@version` (npm pack), its files under package/."""
     def fetch(tmp: Path) -> Path:
