@@ -6,7 +6,8 @@ wheel without installing the package (scripts/data/sources.py loads only the gen
 its `gsm_symbolic` templates: they are rewritten GSM8K test items. Each task's settings are small (short
 words, numbers under a few hundred) so a 135M model can learn them from 500 examples.
 Processing: the generator's fixed wording becomes the instruction (with "Reply with ... only"), the part
-that varies (the numbers, the word, the list) is the input, and the answer is recomputed here by an
+that varies (the numbers, the word, the list, with a word naming the task, so no input reads like another
+domain's once `locomlx data check` drops punctuation) is the input, and the answer is recomputed here by an
 independent check (math.gcd, int(s, base), sorted(), ...); an item whose generator answer disagrees with
 the check is dropped and counted. Duplicate inputs and empty answers are dropped; split by input
 (scripts/data/sources.py).
@@ -114,15 +115,15 @@ TASKS: dict[str, Task] = {t.domain: t for t in (
          description="Converts numbers between bases 2-16", keywords=("base", "convert", "binary", "hexadecimal")),
     Task("gcd", "arithmetic.gcd", {"max_value": 100},
          "Find the greatest common divisor of the numbers. Reply with the number only.",
-         lambda m: _numbers([str(n) for n in m["numbers"]]), lambda m: str(math.gcd(*m["numbers"])),
+         lambda m: f'gcd of {" and ".join(map(str, m["numbers"]))}', lambda m: str(math.gcd(*m["numbers"])),
          description="Greatest common divisor of two numbers", keywords=("greatest common divisor", "gcd")),
     Task("lcm", "arithmetic.lcm", {"max_value": 50},
          "Find the least common multiple of the numbers. Reply with the number only.",
-         lambda m: _numbers([str(n) for n in m["numbers"]]), lambda m: str(math.lcm(*m["numbers"])),
+         lambda m: f'lcm of {" and ".join(map(str, m["numbers"]))}', lambda m: str(math.lcm(*m["numbers"])),
          description="Least common multiple of two numbers", keywords=("least common multiple", "lcm")),
     Task("spell-backward", "algorithmic.spell_backward", {"max_word_len": 6},
          "Spell the word backward. Reply with the reversed word only.",
-         lambda m: m["word"], lambda m: m["word"][::-1],
+         lambda m: f'backward: {m["word"]}', lambda m: m["word"][::-1],
          description="Spells a word backward", keywords=("backward", "reverse", "spell")),
     Task("decimal-sum", "arithmetic.decimal_chain_sum",
          {"min_terms": 2, "max_terms": 2, "max_digits": 1, "max_decimal_places": 1},
@@ -137,11 +138,11 @@ TASKS: dict[str, Task] = {t.domain: t for t in (
          _list_answer, description="Sorts a few integers", keywords=("sort", "numbers", "ascending", "descending")),
     Task("count-bits", "arithmetic.count_bits", {"max_n": 1023},
          "How many 1 bits does the binary representation of the number have? Reply with the number only.",
-         lambda m: str(m["number"]), lambda m: str(bin(m["number"]).count("1")),
+         lambda m: f'1 bits in {m["number"]}', lambda m: str(bin(m["number"]).count("1")),
          description="Counts the 1 bits of a number", keywords=("bits", "binary representation", "1 bits")),
     Task("factorize", "arithmetic.prime_factorization", {"max_value": 1000},
          "Factor the number into primes, smallest first, separated by ×. Reply with the factors only.",
-         lambda m: str(m["number"]), lambda m: " × ".join(str(p) for p in _factors(m["number"])),
+         lambda m: f'factor {m["number"]}', lambda m: " × ".join(str(p) for p in _factors(m["number"])),
          description="Prime factorization of numbers up to 1000", keywords=("prime factorization", "factor")),
     Task("reverse-words", "algorithmic.word_sequence_reversal", {"min_words": 3, "max_words": 5},
          "Reverse the order of the words. Reply with the words only, separated by commas.",
@@ -149,7 +150,8 @@ TASKS: dict[str, Task] = {t.domain: t for t in (
          description="Reverses a list of words", keywords=("reverse", "order", "list of words")),
     Task("multiply", "arithmetic.products", {"max_digits": 2},
          "Multiply the numbers. Reply with the product only.",
-         lambda m: f'{m["expression"]} =', lambda m: str(math.prod(int(x) for x in m["expression"].split("*"))),
+         lambda m: m["expression"].replace("*", "times"),
+         lambda m: str(math.prod(int(x) for x in m["expression"].split("*"))),
          description="Products of two numbers under 100", keywords=("multiply", "product", "times")),
     Task("count-primes", "algorithmic.count_primes", {"max_n": 200},
          "How many prime numbers lie between the two numbers (both included)? Reply with the number only.",
