@@ -135,7 +135,7 @@ def run(library: Path, limit: int, router_kind: str | None, work: Path) -> dict:
             "left_out": skipped, "seconds": time.perf_counter() - started}
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, max(len(facts["pairs"]), 1), figsize=(5.5 * max(len(facts["pairs"]), 1), 4.5),
@@ -151,9 +151,7 @@ def _plot(facts: dict, path: Path) -> None:
         ax.set_xlabel("share of items right")
         ax.set_title(pair["pair"])
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -201,7 +199,7 @@ def main() -> None:
     limit, router = (6, "arrow") if args.quick else (args.limit, args.router)
     facts = run(library_dir(args.adapters_dir), limit, router, Path(args.work))
     command = "python scripts/research/composition_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def flattens_at(domain: dict) -> int:
     return min(r["examples"] for r in domain["rows"] if r["score"] == best or r["p_vs_best"] >= 0.05)
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -122,9 +122,7 @@ def _plot(facts: dict, path: Path) -> None:
     ax.set_title(f"Adapter score against training data ({facts['base_model']})")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -177,7 +175,7 @@ def main() -> None:
         sizes, args.limit, pool_from = (25, 50), 8, "stored"
     facts = run(library_dir(args.adapters_dir), domains, sizes, Path(args.work), pool_from, args.limit)
     command = "python scripts/research/data_size_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

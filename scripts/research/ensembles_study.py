@@ -100,7 +100,7 @@ def run(library: Path, work: Path, limit: int | None, votes: int) -> dict:
             "seconds": time.perf_counter() - started}
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
@@ -114,9 +114,7 @@ def _plot(facts: dict, path: Path) -> None:
     ax.set_ylabel("benchmark score (95% CI)")
     ax.set_title("Single members (grey; best in blue) and their ensembles (red)")
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -165,7 +163,7 @@ def main() -> None:
     limit, votes = (6, 2) if args.quick else (args.limit, VOTES)
     facts = run(library_dir(args.adapters_dir), Path(args.work), limit, votes)
     command = "python scripts/research/ensembles_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

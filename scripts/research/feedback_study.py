@@ -103,7 +103,7 @@ def run(library: Path, sizes: tuple[int, ...], weights: tuple[float, ...], per_d
             "seconds": time.perf_counter() - started}
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
@@ -125,9 +125,7 @@ def _plot(facts: dict, path: Path) -> None:
     axes[0].set_ylabel("routing accuracy (95% CI)")
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle("Embedding router retrained with simulated user feedback")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -177,7 +175,7 @@ def main() -> None:
     else:
         facts = run(library, SIZES, WEIGHTS, args.per_domain, args.seed, None)
     command = "python scripts/research/feedback_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 if __name__ == "__main__":
     main()

@@ -136,7 +136,7 @@ def breaking_point(facts: dict, domain: str, model: str) -> str | None:
     return None
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     rows = facts["rows"]
@@ -161,9 +161,7 @@ def _plot(facts: dict, path: Path) -> None:
     speed.set_ylabel("decode tokens/s (this machine)")
     right.set_title("memory and speed")
     fig.suptitle(f"Post-training low-bit copies of {facts['base_model']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -219,7 +217,7 @@ def main() -> None:
         formats, args.limit, args.speed_tokens = ["q4", "ternary-g64"], 8, 8
     facts = run(library_dir(args.adapters_dir), formats, args.limit, args.speed_tokens)
     command = "python scripts/research/lowbit_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

@@ -105,7 +105,7 @@ def run(library: Path, votes: tuple[int, ...], temperatures: tuple[float, ...], 
             "seconds": time.perf_counter() - started}
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
@@ -121,9 +121,7 @@ def _plot(facts: dict, path: Path) -> None:
     ax.set_title("Self-consistency votes (1, 5, 9, 15) with and without RE2")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -175,7 +173,7 @@ def main() -> None:
     facts = run(library_dir(args.adapters_dir), votes, temperatures, args.limit, Path(args.work), validation,
                 args.quick)
     command = "python scripts/research/re2_votes_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

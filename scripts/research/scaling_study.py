@@ -140,7 +140,7 @@ def answer(facts: dict) -> str:
             f"At {last['size']} the router recalls worst: {weakest}.")
 
 
-def _plot(facts: dict, path: Path) -> None:
+def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
     sizes = [r["size"] for r in facts["rows"]]
@@ -163,9 +163,7 @@ def _plot(facts: dict, path: Path) -> None:
         ax.set_xlabel("domains in the library")
         ax.set_xticks(sizes)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def _markdown(facts: dict, command: str, plot: Path) -> str:
@@ -212,7 +210,7 @@ def main() -> None:
     library = library_dir(args.adapters_dir) if args.adapters_dir else LIBRARY
     facts = run(library.resolve(), sizes, limit, per_domain, Path(args.work))
     command = "python scripts/research/scaling_study.py" + (" --quick" if args.quick else "")
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda p: _plot(facts, p))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

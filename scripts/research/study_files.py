@@ -22,14 +22,20 @@ def without_examples(value):
     return value
 
 
-def write_study(out: Path, facts: dict, markdown: Callable[[Path], str], plot: Callable[[Path], None]) -> None:
-    """Write OUT.png, OUT.json and OUT.md (markdown gets the plot's path to link it)."""
+def write_study(out: Path, facts: dict, markdown: Callable[[Path], str], plot: Callable[[], object]) -> None:
+    """Write OUT.png (the matplotlib figure `plot` draws), OUT.json and OUT.md (markdown gets the plot's path to
+    link it)."""
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     out.parent.mkdir(parents=True, exist_ok=True)
     figure = out.with_suffix(".png")
-    plot(figure)
+    drawn = plot()
+    drawn.tight_layout()
+    drawn.savefig(figure, dpi=110)
+    plt.close(drawn)
     out.with_suffix(".json").write_text(json.dumps(without_examples(facts), indent=2) + "\n", encoding="utf-8")
     out.with_suffix(".md").write_text(markdown(figure), encoding="utf-8")
     print(f"wrote {out.with_suffix('.md')}, {figure} and {out.with_suffix('.json')}")
