@@ -117,11 +117,13 @@ def run(library: Path, sizes: tuple[int, ...], limit: int | None, per_domain: in
 
 
 def weakest_domains(row: dict, n: int = 3) -> list[tuple[str, float, str]]:
-    """The n domains the router recalls worst at this size, each with where most of its misses went."""
+    """The n routing classes the router recalls worst at this size, each with where most of its misses went.
+    "general" is among them: the questions the base should answer (general ones, and those of domains
+    without a specialist)."""
     out = []
-    for domain in row["domains"]:
-        stats, confused = row["routing_per_domain"].get(domain), row["routing_confusion"].get(domain, {})
-        if not stats or not stats["support"]:
+    for domain, stats in row["routing_per_domain"].items():
+        confused = row["routing_confusion"].get(domain, {})
+        if not stats["support"]:
             continue
         misses = {k: v for k, v in confused.items() if k != domain and v}
         out.append((domain, stats["recall"], max(misses, key=misses.get) if misses else "-"))
@@ -132,12 +134,15 @@ def answer(facts: dict) -> str:
     first, last = facts["rows"][0], facts["rows"][-1]
     a, b = first["routing_accuracy_ci95"], last["routing_accuracy_ci95"]
     change = "falls" if b[1] < a[0] else "rises" if b[0] > a[1] else "does not change significantly"
-    weakest = ", ".join(f"{d} (recall {r:.2f}, mostly to {to})" for d, r, to in weakest_domains(last))
+    weakest = ", ".join(f"{d} (recall {r:.2f}, mostly to {to})" for d, r, to in weakest_domains(last)
+                        if r < 1.0)
     return (f"From {first['size']} to {last['size']} domains routing accuracy {change} "
             f"({first['routing_accuracy']:.3f} -> {last['routing_accuracy']:.3f}, 95% intervals "
-            f"[{a[0]:.3f}, {a[1]:.3f}] and [{b[0]:.3f}, {b[1]:.3f}]); misrouting costs "
-            f"{first['misrouting_cost']:+.3f} -> {last['misrouting_cost']:+.3f} of the union score. "
-            f"At {last['size']} the router recalls worst: {weakest}.")
+            f"[{a[0]:.3f}, {a[1]:.3f}] and [{b[0]:.3f}, {b[1]:.3f}], on the router's held-out queries); misrouting "
+            f"costs {first['misrouting_cost']:+.3f} -> {last['misrouting_cost']:+.3f} of the union score "
+            f"(p = {last['misrouting_p_value']:.2g} at {last['size']}). At {last['size']} the router recalls "
+            f"worst: {weakest or 'none below 1.00'}. \"general\" holds the questions the base model should answer: "
+            "general ones, and those of domains whose adapter was not promoted.")
 
 
 def _plot(facts: dict):
@@ -203,7 +208,8 @@ def main() -> None:
                         help="Output path without suffix (.md, .png and .json are written).")
     parser.add_argument("--work", default=str(ROOT / "runs" / "research" / "scaling"), help="Where the views go.")
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES), help="Library sizes [5 10 20].")
-    parser.add_argument("--limit", type=int, default=100, help="Examples per benchmark in the union [100].")
+    parser.add_argument("--limit", type=int, default=30,
+                        help="Examples per benchmark in the union [30: 600 questions at 20 domains].")
     parser.add_argument("--quick", action="store_true", help="Smoke run: sizes 1 and 2, 4 examples per benchmark.")
     args = parser.parse_args()
     sizes, limit, per_domain = ((1, 2), 4, 10) if args.quick else (tuple(args.sizes), args.limit, 600)
