@@ -24,6 +24,7 @@ import json
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,6 +53,7 @@ class BlasStatus:
 
 
 _status: BlasStatus | None = None
+_library: ctypes.CDLL | None = None
 
 
 def _candidates() -> list[str]:
@@ -66,11 +68,38 @@ def _candidates() -> list[str]:
 
 
 def _open_cblas(path: str) -> bool:
+    global _library
     try:
         lib = ctypes.CDLL(path, mode=ctypes.RTLD_GLOBAL)
     except OSError:
         return False
-    return hasattr(lib, "cblas_sgemm")
+    if not hasattr(lib, "cblas_sgemm"):
+        return False
+    _library = lib
+    return True
+
+
+# (get, set) of the thread count, by library: MKL's and OpenBLAS's own names.
+_THREAD_CALLS = (("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+                 ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+@contextmanager
+def blas_threads(count: int):
+    """Run the block with the preloaded BLAS on `count` threads, then restore its count (a no-op where no
+    BLAS was preloaded or it has no such call)."""
+    calls = next(((getattr(_library, get), getattr(_library, set_))
+                  for get, set_ in _THREAD_CALLS if _library is not None and hasattr(_library, get)), None)
+    if calls is None:
+        yield
+        return
+    get, set_ = calls
+    previous = get()
+    set_(count)
+    try:
+        yield
+    finally:
+        set_(previous)
 
 
 THREAD_VARS = ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

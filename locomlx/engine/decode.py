@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from locomlx.models.cpu_kernels import MASKED
+from locomlx.models.packed import decoding_on_packed_weights
 
 import mlx.core as mx
 from mlx_lm.models.cache import KVCache
@@ -138,15 +139,17 @@ def decode(model, prompt: list[int], *, max_tokens: int, sampler: Callable[[mx.a
     stats.prompt_seconds = time.perf_counter() - start
     start = time.perf_counter()
     stats.finish_reason = "length"
-    for produced in range(max_tokens):
-        stats.generation_tokens = produced + 1  # a stop token counts: the model generated it
-        if token in stop:
-            stats.finish_reason = "stop"
-            break
-        yield token
-        if produced + 1 == max_tokens:
-            break
-        step_input = mx.array([[token]])
-        logits = decoder.step(step_input, caches, step_key) if decoder else model(step_input, cache=caches)[:, -1, :]
-        token = sampler(logits).item()
+    with decoding_on_packed_weights(model):
+        for produced in range(max_tokens):
+            stats.generation_tokens = produced + 1  # a stop token counts: the model generated it
+            if token in stop:
+                stats.finish_reason = "stop"
+                break
+            yield token
+            if produced + 1 == max_tokens:
+                break
+            step_input = mx.array([[token]])
+            logits = (decoder.step(step_input, caches, step_key) if decoder
+                      else model(step_input, cache=caches)[:, -1, :])
+            token = sampler(logits).item()
     stats.generation_seconds = time.perf_counter() - start

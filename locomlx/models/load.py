@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from locomlx.errors import LocomlxError
 from locomlx.models import cpu_kernels
 from locomlx.models.anatomy import text_config
+from locomlx.models.packed import pack_layers
+from locomlx.models.qgemv import load_kernel
 from locomlx.models.resolve import ResolvedModel, resolve_model
 from locomlx.prompt import PLAIN_ENDS, has_chat_template
 
@@ -118,19 +120,20 @@ def _dequantized(module: nn.Module, dtype: mx.Dtype) -> nn.Module:
 
 
 def cast_model(model: nn.Module, compute_dtype: str) -> None:
-    """Dequantize and cast in place to `compute_dtype` (no-op for 'quantized')."""
+    """Dequantize and cast in place to `compute_dtype` (no-op for 'quantized'); in float32 on a CPU with the
+    qgemv kernel built, the layers keep their packed weights for decoding."""
     if compute_dtype == "quantized":
         return
     dtype = {"float32": mx.float32, "bfloat16": mx.bfloat16}[compute_dtype]
-    replacements = [
-        (name, _dequantized(m, dtype))
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))
-    ]
-    if replacements:
-        model.update_modules(tree_unflatten(replacements))
+    quantized = {name: m for name, m in model.named_modules()
+                 if isinstance(m, (nn.QuantizedLinear, nn.QuantizedEmbedding))}
+    if quantized:
+        model.update_modules(tree_unflatten([(name, _dequantized(m, dtype)) for name, m in quantized.items()]))
     model.update(tree_map(lambda p: p.astype(dtype) if mx.issubdtype(p.dtype, mx.floating) else p, model.parameters()))
     mx.eval(model.parameters())
+    kernel = load_kernel() if dtype == mx.float32 and mx.default_device() == mx.cpu else None
+    if kernel is not None and quantized:
+        pack_layers(model, quantized, kernel)  # decoding reads the packed weights (locomlx/models/packed.py)
 
 
 def load_tokenizer_only(reference: str | None):
