@@ -84,12 +84,23 @@ _THREAD_CALLS = (("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
                  ("openblas_get_num_threads", "openblas_set_num_threads"))
 
 
+def _thread_calls():
+    """The preloaded BLAS's (get, set) thread-count functions, or None."""
+    return next(((getattr(_library, get), getattr(_library, set_))
+                 for get, set_ in _THREAD_CALLS if _library is not None and hasattr(_library, get)), None)
+
+
+def thread_count() -> int | None:
+    """The preloaded BLAS's thread count; None where no BLAS was preloaded or it cannot say."""
+    calls = _thread_calls()
+    return None if calls is None else calls[0]()
+
+
 @contextmanager
 def blas_threads(count: int):
     """Run the block with the preloaded BLAS on `count` threads, then restore its count (a no-op where no
     BLAS was preloaded or it has no such call)."""
-    calls = next(((getattr(_library, get), getattr(_library, set_))
-                  for get, set_ in _THREAD_CALLS if _library is not None and hasattr(_library, get)), None)
+    calls = _thread_calls()
     if calls is None:
         yield
         return
