@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,21 +95,16 @@ def thread_count() -> int | None:
     return None if calls is None else calls[0]()
 
 
-@contextmanager
-def blas_threads(count: int):
-    """Run the block with the preloaded BLAS on `count` threads, then restore its count (a no-op where no
-    BLAS was preloaded or it has no such call)."""
+def set_thread_count(count: int | None) -> int | None:
+    """Put the preloaded BLAS on `count` threads and return the count it had (a no-op returning None where
+    no BLAS was preloaded, it has no such call, or `count` is None)."""
     calls = _thread_calls()
-    if calls is None:
-        yield
-        return
+    if calls is None or count is None:
+        return None
     get, set_ = calls
     previous = get()
     set_(count)
-    try:
-        yield
-    finally:
-        set_(previous)
+    return previous
 
 
 THREAD_VARS = ("MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")

@@ -105,6 +105,20 @@ def test_decoding_runs_the_blas_on_one_thread_and_restores_it(real_engine):
     assert _blas_threads() == before
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the BLAS preload is for Linux CPUs")
+def test_overlapping_decodes_restore_the_blas_threads_when_the_last_one_ends(real_engine):
+    """Two decodes open at once, the first ending first: one thread until both end, then the count before."""
+    before = _blas_threads()
+    model = real_engine.base.model
+    first, second = packed.decoding_on_packed_weights(model), packed.decoding_on_packed_weights(model)
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert _blas_threads() == 1
+    second.__exit__(None, None, None)
+    assert _blas_threads() == before
+
+
 def test_the_embedded_model_decodes_the_same_tokens_on_packed_weights(real_engine):
     """Greedy decoding of the real 4-bit model: the packed path and float32 agree token for token."""
     from locomlx.engine.decode import Decoder, decode

@@ -12,15 +12,18 @@ still the array it was packed from (a fused or reloaded weight falls back to flo
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from locomlx.blas import blas_threads
+from locomlx.blas import set_thread_count
 
 import mlx.core as mx
 import mlx.nn as nn
 
 _decoding = 0  # how many `decoding_on_packed_weights` blocks are open
+_threads_before: int | None = None  # the BLAS's thread count when the first of them opened
+_decoding_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -104,14 +107,22 @@ def uses_packed_weights(model: nn.Module) -> bool:
 def decoding_on_packed_weights(model: nn.Module):
     """Within the block the model's packed layers read their packed weights, and the BLAS runs on one
     thread: the kernel's threads and MKL's (still waking for the step's small attention products) would
-    contend for the cores, and decode measured half as fast with both on 2 cores."""
-    global _decoding
+    contend for the cores, and decode measured half as fast with both on 2 cores.
+
+    Blocks may overlap (a decode is a generator, and two can be open at once, their ends in any order): the
+    first to open sets the BLAS to one thread and the last to close restores the count the first found."""
+    global _decoding, _threads_before
     if not uses_packed_weights(model):
         yield
         return
-    _decoding += 1
+    with _decoding_lock:
+        if _decoding == 0:
+            _threads_before = set_thread_count(1)
+        _decoding += 1
     try:
-        with blas_threads(1):
-            yield
+        yield
     finally:
-        _decoding -= 1
+        with _decoding_lock:
+            _decoding -= 1
+            if _decoding == 0:
+                set_thread_count(_threads_before)
