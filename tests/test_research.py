@@ -41,7 +41,10 @@ def _run_quick(script: str, library: Path, out: Path, *extra: str) -> dict:
     done = subprocess.run([sys.executable, str(SCRIPTS / script), "--quick", "--adapters-dir", str(library),
                            "--out", str(out), *extra], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    assert f"python scripts/research/{script} --quick" in out.with_suffix(".md").read_text()
+    page = out.with_suffix(".md").read_text()
+    # the page names the command as run: every argument that changes the numbers, none that only names a place
+    assert f"python scripts/research/{script} --quick --adapters-dir {library}" in page
+    assert str(out) not in page and "--out" not in page and "--work" not in page
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     return json.loads(out.with_suffix(".json").read_text())
 
@@ -196,6 +199,9 @@ def test_the_composition_study_scores_each_part_of_a_two_skill_question_by_its_o
     assert sum(pair["rows"][-1]["picks"].values()) == 6
     benchmark = (tmp_path / "work" / "sentiment+spam.jsonl").read_text().splitlines()
     assert json.loads(benchmark[0])["output"] == f"{rows[0]['output']} | {sums[0]['output']}"
+    answer = out.with_suffix(".md").read_text().split("## The answer", 1)[1]
+    best_sentiment = max(r["first"]["score"] for r in pair["rows"] if r["model"].startswith("composition"))
+    assert f"the best composition for each part scores sentiment {best_sentiment:.3f} at " in answer
 
 
 def test_a_two_part_reply_is_scored_part_by_part():

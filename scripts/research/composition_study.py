@@ -36,7 +36,7 @@ from locomlx.router.load import load_router
 from locomlx.scoring.metrics import score_answer
 from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 SCORED_BY_PARTS = ("choice", "exact_match")  # metrics that find their part in a two-part reply
@@ -154,6 +154,25 @@ def _plot(facts: dict):
     return fig
 
 
+def _answer(pair: dict) -> str:
+    """One sentence: does any composition get both parts right more often than the better single adapter,
+    and, part by part, how much of each specialist's own score the best composition for that part keeps."""
+    rows = {r["model"]: r for r in pair["rows"]}
+    compositions = [r for r in pair["rows"] if r["model"].startswith("composition")]
+    top = max(compositions, key=lambda r: r["both"]["score"])
+    best = rows[pair["best_single"]]["both"]["score"]
+    verdict = (f"the best composition ({top['model'].removeprefix('composition ')}) gets both parts right on "
+               f"{top['both']['score']:.3f} of items, the better single adapter on {best:.3f}"
+               + (" (significant)" if top["both"]["p_vs_best_single"] < 0.05 else " (no significant difference)"))
+    kept = []
+    for part, domain in (("first", pair["first"]), ("second", pair["second"])):
+        alone = max((r for r in pair["rows"][1:3]), key=lambda r: r[part]["score"])
+        most = max(compositions, key=lambda r: r[part]["score"])
+        kept.append(f"{domain} {most[part]['score']:.3f} at {most['model'].removeprefix('composition ')} "
+                    f"({alone['model']}: {alone[part]['score']:.3f})")
+    return verdict + "; the best composition for each part scores " + " and ".join(kept) + "."
+
+
 def _markdown(facts: dict, command: str, plot: Path) -> str:
     lines = ["# Composition: two skills in one question", "",
              f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
@@ -174,13 +193,7 @@ def _markdown(facts: dict, command: str, plot: Path) -> str:
         lines.append("")
     lines += [f"![part scores by model]({plot.name})", "", "## The answer", ""]
     for pair in facts["pairs"]:
-        compositions = [r for r in pair["rows"] if r["model"].startswith("composition")]
-        top = max(compositions, key=lambda r: r["both"]["score"])
-        better = top["both"]["p_vs_best_single"] < 0.05
-        lines.append(f"- {pair['pair']}: the best composition ({top['model']}) gets both parts right on "
-                     f"{top['both']['score']:.3f} of items against {pair['best_single']}'s "
-                     + f"{next(r for r in pair['rows'] if r['model'] == pair['best_single'])['both']['score']:.3f}"
-                     + (" (significant)." if better else " (no significant difference)."))
+        lines.append(f"- {pair['pair']}: {_answer(pair)}")
     return "\n".join(lines) + "\n"
 
 
@@ -198,7 +211,7 @@ def main() -> None:
     args = parser.parse_args()
     limit, router = (6, "arrow") if args.quick else (args.limit, args.router)
     facts = run(library_dir(args.adapters_dir), limit, router, Path(args.work))
-    command = "python scripts/research/composition_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 

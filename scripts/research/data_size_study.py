@@ -36,7 +36,7 @@ from locomlx.registry import active_adapters, load_registry
 from locomlx.scoring.stats import paired_p_value
 
 from study_data import BUILDERS, built_pool, stored_rows
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 from study_training import own_examples, train_variant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -174,7 +174,7 @@ def main() -> None:
     if args.quick:
         sizes, args.limit, pool_from = (25, 50), 8, "stored"
     facts = run(library_dir(args.adapters_dir), domains, sizes, Path(args.work), pool_from, args.limit)
-    command = "python scripts/research/data_size_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 

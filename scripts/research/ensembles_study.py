@@ -36,7 +36,7 @@ from locomlx.eval.run import InferenceConfig, run_benchmark
 from locomlx.registry import active_adapters, load_registry
 from locomlx.train.config import recorded_recipe
 
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 from study_training import train_variant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     limit, votes = (6, 2) if args.quick else (args.limit, VOTES)
     facts = run(library_dir(args.adapters_dir), Path(args.work), limit, votes)
-    command = "python scripts/research/ensembles_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 

@@ -36,7 +36,7 @@ from locomlx.router.embedding import FEEDBACK_WEIGHT, embed_queries, fit_with_fe
 from locomlx.scoring.stats import bootstrap_ci, paired_p_value
 
 import numpy as np
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = (0, 10, 50, 200, 1000)
@@ -174,7 +174,7 @@ def main() -> None:
         facts = run(library, (0, 10), (FEEDBACK_WEIGHT,), min(args.per_domain, 50), args.seed, 40)
     else:
         facts = run(library, SIZES, WEIGHTS, args.per_domain, args.seed, None)
-    command = "python scripts/research/feedback_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 if __name__ == "__main__":

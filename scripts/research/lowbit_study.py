@@ -39,7 +39,7 @@ from locomlx.scoring.stats import paired_p_value
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL = "original"
@@ -216,7 +216,7 @@ def main() -> None:
     if args.quick:
         formats, args.limit, args.speed_tokens = ["q4", "ternary-g64"], 8, 8
     facts = run(library_dir(args.adapters_dir), formats, args.limit, args.speed_tokens)
-    command = "python scripts/research/lowbit_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 

@@ -35,7 +35,7 @@ from locomlx.eval.run import InferenceConfig, run_benchmark
 from locomlx.registry import active_adapters, load_registry
 
 from study_data import BUILDERS, built_pool, stored_rows
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 VOTES = (1, 5, 9, 15)
@@ -172,7 +172,7 @@ def main() -> None:
         votes, temperatures, validation, args.limit = (1, 3), (0.7,), 6, 6
     facts = run(library_dir(args.adapters_dir), votes, temperatures, args.limit, Path(args.work), validation,
                 args.quick)
-    command = "python scripts/research/re2_votes_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 

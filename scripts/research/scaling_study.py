@@ -36,7 +36,7 @@ from locomlx.registry import load_registry
 
 import mlx.core as mx
 import yaml
-from study_files import interval, write_study
+from study_files import interval, study_command, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 LIBRARY = ROOT / "libraries" / "scaling-20"
@@ -215,7 +215,7 @@ def main() -> None:
     sizes, limit, per_domain = ((1, 2), 4, 10) if args.quick else (tuple(args.sizes), args.limit, 600)
     library = library_dir(args.adapters_dir) if args.adapters_dir else LIBRARY
     facts = run(library.resolve(), sizes, limit, per_domain, Path(args.work))
-    command = "python scripts/research/scaling_study.py" + (" --quick" if args.quick else "")
+    command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 
 

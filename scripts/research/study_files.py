@@ -4,6 +4,8 @@ numbers, per-example scores left out), so each docs/research page is regenerated
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -11,6 +13,21 @@ from typing import Callable
 def interval(score: float, ci: list[float] | tuple[float, float]) -> str:
     """A score with its 95% interval, as the study tables print it."""
     return f"{score:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def study_command(script: str, places: tuple[str, ...] = ("--out", "--work")) -> str:
+    """The command that regenerates the page: the study's script with the arguments this run was given, less
+    those that only name where files go (`places`), so a page run with `--limit 200` says so."""
+    given, shown = sys.argv[1:], []
+    i = 0
+    while i < len(given):
+        name = given[i].split("=", 1)[0]
+        if name in places:
+            i += 1 if "=" in given[i] else 2
+            continue
+        shown.append(given[i])
+        i += 1
+    return " ".join(["python", f"scripts/research/{Path(script).name}", *map(shlex.quote, shown)])
 
 
 def without_examples(value):
