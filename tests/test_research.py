@@ -79,10 +79,14 @@ def test_affine_formats_round_like_mlx_and_lose_more_with_fewer_bits():
     assert errors == sorted(errors) and errors[0] < 1e-4 < errors[-1]
 
 
-def test_a_requantized_base_keeps_its_shapes_its_own_cache_key_and_stores_fewer_bytes(tiny_model):
+@pytest.mark.parametrize("source", ["tiny_model", "tiny_model_4bit"])
+def test_a_requantized_base_keeps_its_shapes_its_own_cache_key_and_stores_fewer_bytes(source, request):
+    """From float weights, and from 4-bit ones (whose float32 layers are packed for the decode kernel)."""
+    tiny_model = request.getfixturevalue(source)
     base = load_base(resolve_model(str(tiny_model)), "float32")
     before = {name: m.weight for name, m in quantizable(base.model)}
-    assert before  # the tiny model's linear layers and embedding
+    layers = [m for _, m in base.model.named_modules() if isinstance(m, (nn.Linear, nn.Embedding))]
+    assert before and len(before) == len(layers)  # every linear layer and the embedding
     full = stored_bytes(base.model, None)
     four, two = stored_bytes(base.model, FORMATS["q4"]), stored_bytes(base.model, FORMATS["ternary-g64"])
     assert two < four < full

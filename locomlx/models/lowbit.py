@@ -54,9 +54,11 @@ FORMATS = {f.name: f for f in (
 
 
 def quantizable(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The modules a format rounds: float linear and embedding layers whose rows split into groups of 64."""
+    """The modules a format rounds: float linear and embedding layers whose rows split into groups of 64
+    (subclasses included: a base loaded from 4-bit weights has packed layers, locomlx/models/packed.py, which
+    fall back to their float32 weight once it is replaced)."""
     return [(name, m) for name, m in model.named_modules()
-            if type(m) in (nn.Linear, nn.Embedding) and m.weight.shape[-1] % 64 == 0]
+            if isinstance(m, (nn.Linear, nn.Embedding)) and m.weight.shape[-1] % 64 == 0]
 
 
 def _ternary_codes(weight: mx.array, group_size: int) -> tuple[mx.array, mx.array]:
