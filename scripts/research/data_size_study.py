@@ -84,7 +84,7 @@ def run(library: Path, domains: tuple[str, ...], sizes: tuple[int, ...], work: P
         del engine
         studied.append({"domain": domain, "adapter": folder.name, "metric": results["metric"], "pool": len(pool),
                         "pool_from": "built" if built else "stored", "recipe_examples": own_examples(folder),
-                        "base": base, "rows": rows})
+                        "base": base, "rows": rows, "library_score": results["adapter_score"]})
     for d in studied:
         best = max(d["rows"], key=lambda r: r["score"])
         for row in d["rows"]:
@@ -147,10 +147,14 @@ def _markdown(facts: dict, command: str, plot: Path) -> str:
         lines.append("")
     lines += [f"![score against training examples]({plot.name})", "", "## The answer", ""]
     for d in facts["domains"]:
-        winner = smallest_winner(d)
+        winner, flat, largest = smallest_winner(d), flattens_at(d), max(r["examples"] for r in d["rows"])
         lines.append(f"- {d['domain']}: " + (f"{winner} examples already beat the base significantly"
                                              if winner else "no size tried beats the base significantly")
-                     + f"; scores stop rising significantly at {flattens_at(d)} examples.")
+                     + (f"; scores stop rising significantly at {flat} examples" if flat < largest else
+                        f"; the largest size tried ({largest}) is the best, so the study cannot say where gains "
+                        "flatten")
+                     + (f"; the library's own adapter, trained on {d['recipe_examples']} with this recipe, scores "
+                        f"{d['library_score']:.3f} (its results.json)." if "library_score" in d else "."))
     return "\n".join(lines) + "\n"
 
 
