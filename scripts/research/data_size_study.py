@@ -153,8 +153,8 @@ def _markdown(facts: dict, command: str, plot: Path) -> str:
                      + (f"; scores stop rising significantly at {flat} examples" if flat < largest else
                         f"; the largest size tried ({largest}) is the best, so the study cannot say where gains "
                         "flatten")
-                     + (f"; the library's own adapter, trained on {d['recipe_examples']} with this recipe, scores "
-                        f"{d['library_score']:.3f} (its results.json)." if "library_score" in d else "."))
+                     + f"; the library's own adapter, trained on {d['recipe_examples']} with this recipe, scores "
+                     f"{d['library_score']:.3f} (its results.json).")
     return "\n".join(lines) + "\n"
 
 

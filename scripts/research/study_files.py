@@ -15,14 +15,17 @@ def interval(score: float, ci: list[float] | tuple[float, float]) -> str:
     return f"{score:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
-def study_command(script: str, places: tuple[str, ...] = ("--out", "--work")) -> str:
+PLACES = ("--out", "--work")  # study arguments that only name where files go, not what is measured
+
+
+def study_command(script: str) -> str:
     """The command that regenerates the page: the study's script with the arguments this run was given, less
-    those that only name where files go (`places`), so a page run with `--limit 200` says so."""
+    the PLACES, so a page run with `--limit 200` says so."""
     given, shown = sys.argv[1:], []
     i = 0
     while i < len(given):
         name = given[i].split("=", 1)[0]
-        if name in places:
+        if name in PLACES:
             i += 1 if "=" in given[i] else 2
             continue
         shown.append(given[i])
