@@ -69,11 +69,12 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
     touch "$stamp"
 fi
 
-# 5. On Linux, the quantized decoding kernel (locomlx/models/qgemv), compiled here against the installed
-#    MLX (~30 s); without it decoding reads float32 weights, about half as fast.
+# 5. On Linux, the CPU kernels (locomlx/models/kernels: quantized decoding, prompt attention), compiled here
+#    against the installed MLX (~30 s); without them decoding reads float32 weights, about half as fast, and
+#    prompts are attended with MLX's ops.
 if [ "$(uname -s)" = "Linux" ] \
-        && ! "$VENV/bin/python" -c "import locomlx, mlx.core, locomlx.models.qgemv._qgemv" 2>/dev/null; then
-    echo "Building the quantized decoding kernel (locomlx/models/qgemv) ..."
-    "$VENV/bin/python" -m locomlx.models.qgemv.build \
-        || echo "warning: the decoding kernel did not build; decoding stays on float32 weights" >&2
+        && ! "$VENV/bin/python" -c "import locomlx, mlx.core; from locomlx.models.kernels._kernels import attention" 2>/dev/null; then
+    echo "Building the CPU kernels (locomlx/models/kernels) ..."
+    "$VENV/bin/python" -m locomlx.models.kernels.build \
+        || echo "warning: the CPU kernels did not build; decoding stays on float32 weights and prompts on MLX ops" >&2
 fi

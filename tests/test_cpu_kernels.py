@@ -70,6 +70,62 @@ def test_attention_equals_mlx_with_grouped_heads_and_every_mask_kind(n_queries, 
     _close(got, _fallback(queries, keys, values, None, 0.25, mask), 1e-5)
 
 
+@pytest.mark.skipif(cpu_kernels._attention_kernel() is None, reason="the kernels are not built (scripts/setup.sh)")
+@pytest.mark.parametrize("dim", [64, 128])
+@pytest.mark.parametrize("n_queries, n_keys, mask", [(40, 40, "causal"), (9, 40, "causal"), (1, 40, None),
+                                                      (40, 40, "bool"), (9, 40, "bool2d"), (6, 6, "left padding")])
+def test_the_fused_attention_and_its_gradient_equal_the_unfused_one(dim, n_queries, n_keys, mask, monkeypatch):
+    key = iter(mx.random.split(mx.random.key(7), 5))
+    queries = mx.random.normal((3, 6, n_queries, dim), key=next(key))
+    keys, values = (mx.random.normal((3, 2, n_keys, dim), key=next(key)) for _ in range(2))
+    if mask == "bool":
+        mask = mx.random.uniform(shape=(3, 1, n_queries, n_keys), key=next(key)) > 0.3
+        mask[..., 0] = True
+    elif mask == "bool2d":
+        mask = mx.random.uniform(shape=(n_queries, n_keys), key=next(key)) > 0.3
+        mask[..., -1] = True
+    elif mask == "left padding":  # a batch of prompts padded on the left, as mlx-lm's BatchKVCache masks them
+        from mlx_lm.models.base import create_causal_mask
+        mask = create_causal_mask(n_queries, n_keys - n_queries, left_padding=mx.array([0, 2, 3]))
+    calls = []
+    kernel = cpu_kernels._attention_kernel()
+    monkeypatch.setattr(cpu_kernels, "_attention_kernel", lambda: calls.append(1) or kernel)
+    attention = lambda q, k, v: cpu_kernels.scaled_dot_product_attention(q, k, v, None, 0.2, mask,  # noqa: E731
+                                                                         fallback=_fallback)
+    got = attention(queries, keys, values)
+    assert calls  # the fused kernel answered, not the unfused path
+    calls.clear()
+    with cpu_kernels.unfused_attention():  # as a training step traces its graph
+        attention(queries, keys, values)
+    assert not calls
+    want = cpu_kernels._unfused_attention(queries, keys, values, 0.2, mask)
+    if not isinstance(mask, (str, type(None))):  # padding rows (no key left) are zeros, never NaN
+        seen = mx.broadcast_to(mask if mask.ndim == 4 else mask[None, None], (3, 1, n_queries, n_keys)).any(-1)
+        assert not mx.isnan(got).any().item() and mx.all(mx.where(seen[..., None], 0.0, got) == 0).item()
+        got, want = (mx.where(seen[..., None], a, 0.0) for a in (got, want))
+    _close(got, want, 2e-5)
+    weights = mx.random.normal(got.shape, key=next(key))
+    loss = lambda f: lambda q, k, v: (f(q, k, v) * weights).sum()  # noqa: E731
+    unfused = lambda q, k, v: cpu_kernels._unfused_attention(q, k, v, 0.2, mask)  # noqa: E731
+    if isinstance(mask, (str, type(None))):
+        for g, w in zip(mx.grad(loss(attention), argnums=(0, 1, 2))(queries, keys, values),
+                        mx.grad(loss(unfused), argnums=(0, 1, 2))(queries, keys, values)):
+            _close(g, w, 1e-4)
+
+
+def test_the_fused_attention_refuses_shapes_it_cannot_take():
+    kernel = cpu_kernels._attention_kernel()
+    if kernel is None:
+        pytest.skip("the kernels are not built (scripts/setup.sh)")
+    q = mx.zeros((1, 4, 3, 64))
+    with pytest.raises(ValueError, match="multiple of H_kv"):
+        kernel.attention(q, mx.zeros((1, 3, 3, 64)), mx.zeros((1, 3, 3, 64)), 1.0)
+    with pytest.raises(ValueError, match="head dimension"):
+        kernel.attention(mx.zeros((1, 4, 3, 48)), mx.zeros((1, 2, 3, 48)), mx.zeros((1, 2, 3, 48)), 1.0)
+    with pytest.raises(ValueError, match="mask must be boolean"):
+        kernel.attention(q, mx.zeros((1, 2, 3, 64)), mx.zeros((1, 2, 3, 64)), 1.0, False, mx.zeros((1, 1, 3, 3)))
+
+
 def test_other_dtypes_and_attention_sinks_go_to_the_fallback():
     calls = []
     fallback = lambda *a, **k: calls.append(1) or _fallback(*a[:4], k["scale"], k["mask"])  # noqa: E731

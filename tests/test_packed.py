@@ -5,7 +5,7 @@ import sys
 
 from locomlx import blas
 from locomlx.models import packed
-from locomlx.models.qgemv import load_kernel
+from locomlx.models.kernels import load_kernel
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -13,9 +13,9 @@ import pytest
 
 _kernel = load_kernel()
 if _kernel is None and os.environ.get("CI") and sys.platform.startswith("linux"):
-    raise RuntimeError("the qgemv kernel is not built: scripts/setup.sh builds it "
-                       "(python -m locomlx.models.qgemv.build).")
-pytestmark = pytest.mark.skipif(_kernel is None, reason="the qgemv kernel is not built (scripts/setup.sh builds it)")
+    raise RuntimeError("the CPU kernels are not built: scripts/setup.sh builds it "
+                       "(python -m locomlx.models.kernels.build).")
+pytestmark = pytest.mark.skipif(_kernel is None, reason="the CPU kernels are not built (scripts/setup.sh builds it)")
 
 
 def _quantized(out_dims, in_dims, bits, seed=0):

@@ -153,10 +153,20 @@ def test_the_re2_votes_study_chooses_a_temperature_and_compares_every_decoding_w
     assert [d["domain"] for d in facts["domains"]] == ["sentiment", "spam"]
     for domain in facts["domains"]:
         assert domain["temperature"] == 0.7 and set(domain["validation_scores"]) == {"0.7"}
-        assert [(r["votes"], r["reread"]) for r in domain["rows"]] == [(1, False), (3, False), (1, True), (3, True)]
+        assert [(r["votes"], r["reread"]) for r in domain["rows"]] == [(v, re2) for re2 in (False, True)
+                                                                       for v in (1, 2, 3)]
         greedy, *others = domain["rows"]
         assert greedy["gain"] is None and all(r["gain"] is not None and 0 <= r["p_value"] <= 1 for r in others)
         assert all(r["cost"] > 0 for r in others) and all(r["n_examples"] == 6 for r in domain["rows"])
+        two, three = others[0], others[1]  # both voted from one pool: two votes take 2/3 of its time
+        assert two["latency_seconds"] == pytest.approx(three["latency_seconds"] * 2 / 3)
+    pools = sorted((tmp_path / "work").glob("pool-*.json"))
+    assert len(pools) == 4  # one per domain and RE2 setting
+    for pool in map(json.loads, map(Path.read_text, pools)):  # whole chunks of questions, 3 samples each
+        assert len(pool["questions"]) >= 6 and {len(q) for q in pool["questions"]} == {3}
+    kept = [p.read_text() for p in pools]
+    _run_quick("re2_votes_study.py", two_domains, out, "--work", str(tmp_path / "work"))
+    assert [p.read_text() for p in pools] == kept  # a rerun samples nothing again
     page = out.with_suffix(".md").read_text()
     assert "| RE2, 3 votes |" in page and "## The answer" in page
 

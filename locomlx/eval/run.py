@@ -194,7 +194,7 @@ def generate_answers(engine: Engine, examples: list[Example], adapter: str | Non
         settings = VoteSettings(inference.votes, inference.vote_temperature, inference.seed + offset + i)
         candidates, batch = sample_candidates(engine, conversations, members, settings, inference.max_tokens,
                                               inference.batch_size)
-        votes = [_vote(metric, ex, group) for ex, group in zip(chunk, candidates)]
+        votes = [vote_for_example(metric, ex, group) for ex, group in zip(chunk, candidates)]
         outputs += [v.winner.text for v in votes]
         splits += [v.split for v in votes]
         tokens += batch.generation_tokens
@@ -204,7 +204,7 @@ def generate_answers(engine: Engine, examples: list[Example], adapter: str | Non
     return Answers(outputs, tokens / seconds if seconds else 0.0, seconds, splits)
 
 
-def _vote(metric: str, example: Example, candidates):
+def vote_for_example(metric: str, example: Example, candidates):
     """The voted answer to one example: keyed by the metric's own extraction; code ranked by its visible tests."""
     shown = visible_tests(example.input) if metric == "pass@1" else []
     return vote_on(candidates,
@@ -236,6 +236,15 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
         answers = cached + new if cached else new
         if cache is not None:
             write_json_atomic(cache, answers.to_record())
+    return scored_run(engine, benchmark, examples, adapter, metric, answers, inference, start, judge)
+
+
+def scored_run(engine: Engine, benchmark: Path, examples: list[Example], model: str | None, metric: str,
+               answers: Answers, inference: InferenceConfig, started: float,
+               judge: JudgeSettings = JudgeSettings()) -> BenchmarkRun:
+    """`answers` to the benchmark's first `examples`, scored one by one, with the run's interval; `started` is
+    the perf_counter reading the run's wall time counts from. Studies that vote over one pool of samples in
+    several ways score each way through here."""
     outputs = answers.outputs
     judge_passes = None
     if get_metric(metric).score is None:  # graded by a language model
@@ -246,11 +255,10 @@ def run_benchmark(engine: Engine, benchmark: str | Path, adapter: str | None = N
     results = [ExampleResult(ex.line, ex.output, output, score.extracted, score.value, vote)
                for ex, output, score, vote in zip(examples, outputs, scores, answers.votes)]
     values = [r.score for r in results]
-    run = BenchmarkRun(
-        model=adapter or "base", benchmark=str(benchmark), benchmark_sha256=sha, metric=metric,
+    return BenchmarkRun(
+        model=model or "base", benchmark=str(benchmark), benchmark_sha256=file_sha256(benchmark), metric=metric,
         score=get_metric(metric).aggregate(values), ci=bootstrap_ci(values), n_examples=len(values),
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - started,
         generation_tokens_per_second=answers.tokens_per_second,
         inference=inference, examples=results, judge_pass_scores=judge_passes, generation_seconds=answers.seconds,
     )
-    return run

@@ -20,9 +20,11 @@ LoRA training uses them too.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from functools import lru_cache
 
 from locomlx.models.anatomy import blocks_module
+from locomlx.models.kernels import load_kernel
 
 import mlx.core as mx
 
@@ -33,6 +35,7 @@ _ROUND = 12582912.0  # 1.5 * 2^23: adding and subtracting it rounds a float32 to
 EXP_MIN, EXP_MAX = -60.0, 80.0
 MASKED = -1e9  # score of a masked key: its weight is e^EXP_MIN / sum ~ 0, and a fully masked row stays finite
 PARALLEL_MIN_ELEMENTS = 1 << 16  # below this, splitting costs more than it saves
+FUSED_HEAD_DIMS = (64, 128, 256)  # head sizes the fused attention kernel is compiled for
 
 
 @mx.compile
@@ -138,14 +141,30 @@ def _masked(scores: mx.array, mask, n_queries: int, n_keys: int) -> mx.array:
     return scores + mask
 
 
-def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mask, sinks=None, *, fallback):
-    """mlx-lm's attention (`mlx_lm.models.base.scaled_dot_product_attention`) with the softmax above, for
-    float32 and a plain KV cache; anything else goes to `fallback`, mlx-lm's own. A compiled decode step's
-    cache (engine/decode.py) computes its own attention."""
-    if hasattr(cache, "attend"):
-        return cache.attend(queries, keys, values, scale)
-    if sinks is not None or hasattr(cache, "bits") or queries.dtype != mx.float32:
-        return fallback(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
+_unfused_blocks = 0  # how many `unfused_attention` blocks are open
+
+
+@contextmanager
+def unfused_attention():
+    """Attention traced inside this block is the unfused one. A training step keeps the unfused forward's
+    scores and weights for its backward pass, so a fused forward there would be computed for nothing."""
+    global _unfused_blocks
+    _unfused_blocks += 1
+    try:
+        yield
+    finally:
+        _unfused_blocks -= 1
+
+
+@lru_cache(maxsize=None)
+def _attention_kernel():
+    """The compiled fused attention (locomlx/models/kernels/attention.cpp), or None where it is not built
+    (or was built before it existed: scripts/setup.sh rebuilds then)."""
+    kernels = load_kernel()
+    return kernels if kernels is not None and hasattr(kernels, "attention") else None
+
+
+def _unfused_attention(queries, keys, values, scale: float, mask) -> mx.array:
     batch, heads, n_queries, dim = queries.shape
     kv_heads, n_keys = keys.shape[1], keys.shape[2]
     group = heads // kv_heads  # grouped-query attention: `group` query heads share one key/value head
@@ -154,6 +173,47 @@ def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mas
     weights = softmax(_masked(scores, mask, n_queries, n_keys))
     out = weights.reshape(batch, kv_heads, group * n_queries, n_keys) @ values
     return out.reshape(batch, heads, n_queries, dim)
+
+
+@mx.custom_function
+def _fused_attention(queries, keys, values, scale: float, causal: bool, mask):
+    return _attention_kernel().attention(queries, keys, values, scale, causal, mask)
+
+
+@_fused_attention.vjp
+def _fused_attention_vjp(primals, cotangent, output):
+    """The unfused attention's gradient, recomputed (training steps use `unfused_attention` instead)."""
+    queries, keys, values, scale, causal, mask = primals
+    _, grads = mx.vjp(lambda q, k, v: _unfused_attention(q, k, v, scale, "causal" if causal else mask),
+                      [queries, keys, values], [cotangent])
+    return tuple(grads)
+
+
+def _fused_mask(mask, n_queries: int, n_keys: int) -> tuple[bool, mx.array | None] | None:
+    """The mask as the fused kernel takes it, (causal, boolean (B or 1, 1, L, S) array or None), or None
+    for masks it does not take (additive ones)."""
+    if mask is None or isinstance(mask, str):
+        return (mask == "causal", None) if mask in (None, "causal") else None
+    if mask.dtype != mx.bool_ or mask.ndim not in (2, 4) or (mask.ndim == 4 and mask.shape[1] != 1):
+        return None
+    full = mask if mask.ndim == 4 else mask[None, None]
+    return False, mx.broadcast_to(full, (full.shape[0], 1, n_queries, n_keys))
+
+
+def scaled_dot_product_attention(queries, keys, values, cache, scale: float, mask, sinks=None, *, fallback):
+    """mlx-lm's attention (`mlx_lm.models.base.scaled_dot_product_attention`) for float32 and a plain KV
+    cache: the fused kernel where it is built (one pass per query row, masked keys skipped), else the
+    softmax above; anything else goes to `fallback`, mlx-lm's own. A compiled decode step's cache
+    (engine/decode.py) computes its own attention."""
+    if hasattr(cache, "attend"):
+        return cache.attend(queries, keys, values, scale)
+    if sinks is not None or hasattr(cache, "bits") or queries.dtype != mx.float32:
+        return fallback(queries, keys, values, cache, scale=scale, mask=mask, sinks=sinks)
+    fused = _fused_mask(mask, queries.shape[2], keys.shape[2])
+    if (fused is not None and not _unfused_blocks and queries.shape[-1] in FUSED_HEAD_DIMS
+            and _attention_kernel() is not None):
+        return _fused_attention(queries, keys, values, scale, *fused)
+    return _unfused_attention(queries, keys, values, scale, mask)
 
 
 def install(model) -> bool:

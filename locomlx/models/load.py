@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from locomlx.errors import LocomlxError
 from locomlx.models import cpu_kernels
 from locomlx.models.anatomy import text_config
+from locomlx.models.kernels import load_kernel
 from locomlx.models.packed import pack_layers
-from locomlx.models.qgemv import load_kernel
 from locomlx.models.resolve import ResolvedModel, resolve_model
 from locomlx.prompt import PLAIN_ENDS, has_chat_template
 

@@ -30,6 +30,7 @@ from typing import Callable
 from locomlx.distributed import SAVING, World, all_sum, all_sum_tree, broadcast_arrays, broadcast_object
 from locomlx.errors import LocomlxError, LostRank
 from locomlx.models.anatomy import ForwardSplit, block_linears, forward_split
+from locomlx.models.cpu_kernels import unfused_attention
 from locomlx.train.config import TrainConfig
 
 import mlx.core as mx
@@ -280,7 +281,8 @@ def run_loop(model: nn.Module, train_data: Encoded, val_data: Encoded, config: T
 
     @partial(mx.compile, inputs=compiled_state, outputs=compiled_state)
     def train_step(batch, positions, mask, share, previous_grad, do_update):
-        (loss, tokens), grad = loss_and_grad(model, batch, positions, mask, share)
+        with unfused_attention():
+            (loss, tokens), grad = loss_and_grad(model, batch, positions, mask, share)
         grad = all_sum_tree(world, grad)
         loss = all_sum(world, loss)
         if previous_grad is not None:

@@ -3,16 +3,21 @@
 
 For every active adapter, on its full benchmark with its own evaluation's settings: greedy answers
 (1 vote) and self-consistency with 5, 9 and 15 sampled votes, each with and without RE2 (the question
-read twice). The sampling temperature is chosen per domain on a validation split, never on the
+read twice). Every question gets one pool of 15 samples (per RE2 setting) and k votes are the vote over
+its first k samples: a k-vote answer from k independent samples, as a separate run would draw, for a
+third of the generation, and its latency is the pool's time times k/15 (batched sampling costs in
+proportion to the samples). The sampling temperature is chosen per domain on a validation split, never on the
 benchmark: rows of the domain's data pool past the adapter's own training rows (the data builder returns
 the same first rows when asked for more, so these are unseen), scored at 5 votes for each candidate
 temperature. Every row has a 95% interval, a paired test against greedy and its latency cost
 (generation time per question over greedy's).
 
-Answers are cached per configuration, so a rerun answers only what is missing. Writes
+Sample pools are kept under --work (not committed), saved every few questions, and greedy and
+validation answers are cached, so a rerun generates only what is missing. Writes
 docs/research/re2-votes.md, .png and .json.
 
     python scripts/research/re2_votes_study.py              # the committed numbers (hours on 2 cores)
+    python scripts/research/re2_votes_study.py --domains spam,math --limit 100   # fewer, smaller
     python scripts/research/re2_votes_study.py --quick      # a smoke run (tests)
 """
 
@@ -28,10 +33,21 @@ from pathlib import Path
 import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
 from locomlx.atomic import write_text_atomic
+from locomlx.boost.sampling import Candidate, VoteSettings, sample_candidates
 from locomlx.data.records import read_examples
 from locomlx.engine.engine import Engine
 from locomlx.eval.compare import compare_row
-from locomlx.eval.run import InferenceConfig, run_benchmark
+from locomlx.eval.run import (
+    Answers,
+    InferenceConfig,
+    answers_cache_path,
+    load_benchmark,
+    run_benchmark,
+    scored_run,
+    vote_for_example,
+)
+from locomlx.prompt import example_messages
+from locomlx.provenance import file_sha256
 from locomlx.registry import active_adapters, load_registry
 
 from study_data import BUILDERS, built_pool, stored_rows
@@ -41,6 +57,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VOTES = (1, 5, 9, 15)
 TEMPERATURES = (0.3, 0.7, 1.0)
 VALIDATION = 100  # validation questions per domain
+POOL_CHUNK = 16  # questions sampled between saves of a pool
 
 
 def _validation(domain: str, folder: Path, work: Path, size: int, quick: bool) -> Path:
@@ -69,40 +86,87 @@ def _chosen_temperature(engine: Engine, adapter: str, validation: Path, metric: 
     return best, scores
 
 
-def run(library: Path, votes: tuple[int, ...], temperatures: tuple[float, ...], limit: int | None, work: Path,
-        validation_size: int, quick: bool) -> dict:
+def _sample_pool(engine: Engine, adapter: str, benchmark: Path, metric: str, config: InferenceConfig, work: Path
+                 ) -> tuple[list[list[Candidate]], dict]:
+    """`config.votes` samples for each of the benchmark's first `config.limit` questions, and the pool's cost
+    (generated tokens, seconds). Saved to `work` every POOL_CHUNK questions under the name of the answers
+    cache's key for these settings (the key leaves out the limit), so a rerun resumes, a larger limit extends
+    the pool, and a change of weights, data or settings starts afresh. Chunks are whole and seeded by their
+    first question's index, so a pool grown in steps equals one made at once."""
+    examples = load_benchmark(benchmark)
+    wanted = min(config.limit or len(examples), len(examples))
+    path = work / f"pool-{answers_cache_path(engine, adapter, file_sha256(benchmark), config, metric).stem}.json"
+    pool = json.loads(path.read_text()) if path.is_file() else {"questions": [], "tokens": 0, "seconds": 0.0}
+    for start in range(len(pool["questions"]), wanted, POOL_CHUNK):  # whole chunks: seeds never shift
+        chunk = examples[start:start + POOL_CHUNK]
+        conversations = [example_messages(ex.instruction, ex.input, reread=config.reread) for ex in chunk]
+        settings = VoteSettings(config.votes, config.vote_temperature, config.seed + start)
+        candidates, batch = sample_candidates(engine, conversations, [adapter], settings, config.max_tokens,
+                                              config.batch_size)
+        pool["questions"] += [[asdict(c) for c in group] for group in candidates]
+        pool["tokens"] += batch.generation_tokens
+        pool["seconds"] += batch.seconds
+        write_text_atomic(path, json.dumps(pool))
+        print(f"    pool {len(pool['questions'])}/{wanted}", file=sys.stderr)
+    return [[Candidate(**c) for c in group] for group in pool["questions"][:wanted]], pool
+
+
+def _voted_run(engine: Engine, adapter: str, benchmark: Path, metric: str, config: InferenceConfig,
+               pool: list[list[Candidate]], cost: dict, votes: int):
+    """The benchmark answered by the vote over each question's first `votes` samples of the pool."""
+    started = time.perf_counter()
+    examples = load_benchmark(benchmark)[: config.limit]
+    decided = [vote_for_example(metric, ex, group[:votes]) for ex, group in zip(examples, pool)]
+    seconds = cost["seconds"] / len(cost["questions"]) * len(examples) * votes / config.votes
+    answers = Answers([v.winner.text for v in decided], cost["tokens"] / cost["seconds"] if cost["seconds"] else 0.0,
+                      seconds, [v.split for v in decided])
+    return scored_run(engine, benchmark, examples, adapter, metric, answers, replace(config, votes=votes), started)
+
+
+def run(library: Path, domains: tuple[str, ...] | None, votes: tuple[int, ...], temperatures: tuple[float, ...],
+        limit: int | None, work: Path, validation_size: int, quick: bool) -> dict:
     started = time.perf_counter()
     registry = load_registry(library)
     reference = registry.base_model.id if registry.base_model else None
+    active = active_adapters(registry)
+    missing = [d for d in domains or () if d not in active]
+    if missing:
+        sys.exit(f"error: {library} has no active adapter for {', '.join(missing)}. "
+                 f"Active: {', '.join(sorted(active))}.")
     engine = Engine.load(reference)
-    domains = []
-    for domain, name in sorted(active_adapters(registry).items()):
+    work.mkdir(parents=True, exist_ok=True)
+    studied = []
+    for domain, name in sorted(active.items()):
+        if domains and domain not in domains:
+            continue
         folder = library / registry.adapters[name].path
         results = json.loads((folder / "eval" / "results.json").read_text(encoding="utf-8"))
+        metric = results["metric"]
         benchmark = folder / "eval" / "benchmark.jsonl"
         engine.load_adapter(folder, name)
         greedy_config = InferenceConfig(max_tokens=results["inference"]["max_tokens"], limit=limit,
                                         batch_size=results["inference"].get("batch_size", InferenceConfig.batch_size))
         validation = _validation(domain, folder, work, validation_size, quick)
-        temperature, tried = _chosen_temperature(engine, name, validation, results["metric"], greedy_config,
-                                                 temperatures)
+        temperature, tried = _chosen_temperature(engine, name, validation, metric, greedy_config, temperatures)
         print(f"{domain}: temperature {temperature:g} chosen on {validation.name} ({tried})", file=sys.stderr)
-        greedy = run_benchmark(engine, benchmark, name, results["metric"], greedy_config)
+        greedy = run_benchmark(engine, benchmark, name, metric, greedy_config)
         rows = []
         for reread in (False, True):
+            first = greedy if not reread else run_benchmark(engine, benchmark, name, metric,
+                                                            replace(greedy_config, reread=True))
+            pool_config = replace(greedy_config, reread=reread, votes=max(votes), vote_temperature=temperature)
+            pool, cost = _sample_pool(engine, name, benchmark, metric, pool_config, work)
             for n in votes:
-                config = replace(greedy_config, reread=reread, votes=n, vote_temperature=temperature)
-                run_ = greedy if (n, reread) == (1, False) else run_benchmark(engine, benchmark, name,
-                                                                              results["metric"], config)
+                run_ = first if n == 1 else _voted_run(engine, name, benchmark, metric, pool_config, pool, cost, n)
                 label = ("RE2, " if reread else "") + ("greedy" if n == 1 else f"{n} votes")
                 row = asdict(compare_row(name, label, run_, greedy))
                 rows.append({**row, "votes": n, "reread": reread})
                 print(f"  {label}: {run_.score:.3f}", file=sys.stderr)
         engine.unload_adapter(name)
-        domains.append({"domain": domain, "adapter": name, "metric": results["metric"], "temperature": temperature,
+        studied.append({"domain": domain, "adapter": name, "metric": metric, "temperature": temperature,
                         "validation_scores": tried, "validation_questions": validation_size, "rows": rows})
-    return {"library": str(library), "base_model": reference, "limit": limit, "domains": domains,
-            "seconds": time.perf_counter() - started}
+    return {"library": str(library), "base_model": reference, "limit": limit, "pool": max(votes),
+            "domains": studied, "seconds": time.perf_counter() - started}
 
 
 def _plot(facts: dict):
@@ -130,6 +194,8 @@ def _markdown(facts: dict, command: str, plot: Path) -> str:
              f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
              f"`{facts['base_model']}`; {n} examples of each benchmark, each adapter's own settings. The vote "
              "temperature is chosen per domain at 5 votes on validation questions the adapter never trained on. "
+             f"Each question has one pool of {facts['pool']} samples per RE2 setting; k votes are the vote over its "
+             f"first k samples, and their time is the pool's times k/{facts['pool']}. "
              "Intervals: 95% bootstrap; p: paired test against greedy; cost: generation time per question over "
              "greedy's.", ""]
     for d in facts["domains"]:
@@ -164,13 +230,16 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "runs" / "research" / "re2-votes"),
                         help="Where the validation splits are written.")
     parser.add_argument("--limit", type=int, default=None, help="Benchmark examples scored [all].")
+    parser.add_argument("--domains", default=None,
+                        help="Comma-separated domains of the library [every one with an active adapter].")
     parser.add_argument("--quick", action="store_true",
-                        help="Smoke run: votes 1 and 3, one temperature, 6 examples, validation from own data.")
+                        help="Smoke run: votes 1, 2 and 3, one temperature, 6 examples, validation from own data.")
     args = parser.parse_args()
     votes, temperatures, validation = VOTES, TEMPERATURES, VALIDATION
     if args.quick:
-        votes, temperatures, validation, args.limit = (1, 3), (0.7,), 6, 6
-    facts = run(library_dir(args.adapters_dir), votes, temperatures, args.limit, Path(args.work), validation,
+        votes, temperatures, validation, args.limit = (1, 2, 3), (0.7,), 6, 6
+    domains = tuple(d.strip() for d in args.domains.split(",") if d.strip()) if args.domains else None
+    facts = run(library_dir(args.adapters_dir), domains, votes, temperatures, args.limit, Path(args.work), validation,
                 args.quick)
     command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))

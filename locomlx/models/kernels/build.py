@@ -1,9 +1,10 @@
-"""Build the quantized decoding kernel (`_qgemv`, qgemv.cpp) against the installed MLX.
+"""Build the CPU kernels (`_kernels`: qgemv.cpp, attention.cpp) against the installed MLX.
 
-    python -m locomlx.models.qgemv.build        # scripts/setup.sh runs this; needs cmake, a C++20 compiler, nanobind
+    python -m locomlx.models.kernels.build        # scripts/setup.sh runs this; needs cmake, a C++20 compiler, nanobind
 
-The kernel is compiled on the machine that uses it, like llama.cpp's, so it matches the installed MLX's
-headers and nanobind ABI exactly. Without it locomlx decodes on float32 weights (correct, slower).
+The kernels are compiled on the machine that uses them, like llama.cpp's, so they match the installed MLX's
+headers and nanobind ABI exactly. Without them locomlx decodes on float32 weights and attends to prompts with
+MLX's ops (correct, slower).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ HERE = Path(__file__).resolve().parent
 
 def built_library() -> Path | None:
     suffix = sysconfig.get_config_var("EXT_SUFFIX")
-    path = HERE / f"_qgemv{suffix}"
+    path = HERE / f"_kernels{suffix}"
     return path if path.is_file() else None
 
 
@@ -31,11 +32,11 @@ def build(verbose: bool = False) -> Path:
     if cmake is None:
         raise SystemExit("cmake not found: pip install 'locomlx[kernel]' (or apt-get install cmake) and run again.")
     output = None if verbose else subprocess.DEVNULL
-    with tempfile.TemporaryDirectory(prefix="locomlx-qgemv-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="locomlx-kernels-") as tmp:
         subprocess.run([cmake, "-S", str(HERE), "-B", tmp, f"-DPython_EXECUTABLE={sys.executable}",
                         "-DCMAKE_BUILD_TYPE=Release"], check=True, stdout=output)
         subprocess.run([cmake, "--build", tmp, "--parallel", "2"], check=True, stdout=output)
-        built = next(Path(tmp).glob("_qgemv*.so"))
+        built = next(Path(tmp).glob("_kernels*.so"))
         target = HERE / built.name
         partial = target.with_suffix(".partial")
         shutil.copy2(built, partial)

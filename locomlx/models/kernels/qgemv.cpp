@@ -9,15 +9,8 @@
 // then sleep, so they never hold a core while other work runs.
 
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstdint>
-#include <cstdlib>
-#include <functional>
-#include <mutex>
-#include <sched.h>
 #include <stdexcept>
-#include <thread>
 #include <vector>
 
 #if defined(__AVX2__) && defined(__FMA__)
@@ -31,102 +24,16 @@
 #include "mlx/ops.h"
 #include "mlx/primitives.h"
 
+#include "pool.h"
+
 namespace mx = mlx::core;
 namespace nb = nanobind;
+using locomlx_kernels::Pool;
+using locomlx_kernels::pool;
+
+void register_attention(nb::module_& m);  // attention.cpp
 
 namespace {
-
-// ---------------------------------------------------------------- thread pool
-
-class Pool {
- public:
-  explicit Pool(int threads) {
-    for (int i = 1; i < threads; ++i) {
-      // A worker starts from generation 0, not from whatever it reads once scheduled: a call made
-      // before the thread first runs must not be mistaken for one it has already seen.
-      workers_.emplace_back([this, i] { work(i, 0); });
-    }
-  }
-  ~Pool() {
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      stop_ = true;
-      generation_.fetch_add(1);
-    }
-    wake_.notify_all();
-    for (auto& t : workers_) t.join();
-  }
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
-
-  // Runs task(part) for part in [0, size()) and returns when all are done; the caller runs part 0.
-  void run(const std::function<void(int)>& task) {
-    if (workers_.empty()) {
-      task(0);
-      return;
-    }
-    task_ = &task;
-    pending_.store(static_cast<int>(workers_.size()));
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1);
-    }
-    wake_.notify_all();
-    task(0);
-    while (pending_.load(std::memory_order_acquire) > 0) {
-      pause();
-    }
-  }
-
- private:
-  static void pause() {
-#if defined(__x86_64__)
-    __builtin_ia32_pause();
-#endif
-  }
-
-  void work(int part, uint64_t seen) {
-    while (true) {
-      // Spin for a while (the next call of a decode step is microseconds away), then sleep.
-      int spins = 0;
-      while (generation_.load(std::memory_order_acquire) == seen && spins < kSpins) {
-        pause();
-        ++spins;
-      }
-      if (generation_.load(std::memory_order_acquire) == seen) {
-        std::unique_lock<std::mutex> lock(mutex_);
-        wake_.wait(lock, [&] { return generation_.load() != seen; });
-      }
-      seen = generation_.load();
-      if (stop_) return;
-      (*task_)(part);
-      pending_.fetch_sub(1, std::memory_order_release);
-    }
-  }
-
-  static constexpr int kSpins = 20000;  // roughly 100-500 microseconds of pause instructions
-  std::vector<std::thread> workers_;
-  std::mutex mutex_;
-  std::condition_variable wake_;
-  std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
-  const std::function<void(int)>* task_ = nullptr;
-  bool stop_ = false;
-};
-
-int default_threads() {
-  if (const char* env = std::getenv("LOCOMLX_QGEMV_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
-  }
-  cpu_set_t set;
-  if (sched_getaffinity(0, sizeof(set), &set) == 0) return std::max(1, CPU_COUNT(&set));
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
-Pool& pool() {
-  static Pool instance(default_threads());
-  return instance;
-}
 
 // ---------------------------------------------------------------- kernel
 
@@ -324,11 +231,12 @@ mx::array qgemv(const mx::array& x, const mx::array& w, const mx::array& scales,
 
 }  // namespace
 
-NB_MODULE(_qgemv, m) {
+NB_MODULE(_kernels, m) {
   m.doc() = "Multi-threaded CPU matrix-vector products on MLX's 4- and 8-bit affine weights (locomlx decoding).";
   m.def("qgemv", &qgemv, nb::arg("x"), nb::arg("w"), nb::arg("scales"), nb::arg("biases"), nb::arg("group"),
         nb::arg("bits") = 4,
         "x @ dequantize(w, scales, biases).T for float32 x of shape (..., K) and `bits`-bit weights in MLX's "
         "packing, viewed as uint8 (N, K * bits / 8).");
   m.def("threads", [] { return pool().size(); }, "Threads the kernel splits its rows across.");
+  register_attention(m);
 }

@@ -1,0 +1,29 @@
+"""Small C++ MLX primitives for a CPU, where MLX's own kernels leave the cores idle.
+
+- `qgemv.cpp`: a matrix-vector product on MLX's packed 4- and 8-bit weights, for decoding. A decode step in
+  float32 reads every weight (~540 MB for SmolLM2-135M), so memory bandwidth sets its speed; the 4-bit
+  weights are eight times fewer bytes, but MLX's CPU `quantized_matmul` runs on one thread with scalar code.
+- `attention.cpp`: a prompt's attention in one pass per query row, masked keys skipped, for prefilling.
+  MLX computes it as four full passes over the score matrix, with a scalar exp per element.
+
+Both split their rows over one thread pool (`pool.h`). `python -m locomlx.models.kernels.build` compiles
+them against the installed MLX (scripts/setup.sh does). Without them locomlx decodes on float32 weights and
+prefills with MLX's ops: correct, slower.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+
+DISABLE_VAR = "LOCOMLX_KERNELS"  # "0" turns the kernels off (MLX's own ops, for comparisons)
+
+
+def load_kernel():
+    """The compiled `_kernels` module, or None where it is not built or is turned off."""
+    if os.environ.get(DISABLE_VAR, "").strip() == "0":
+        return None
+    try:
+        return importlib.import_module("locomlx.models.kernels._kernels")
+    except ImportError:
+        return None

@@ -1,0 +1,267 @@
+// Causal attention of a prompt in one pass over each query row, for prefilling on a CPU.
+//
+// On the CPU, MLX computes a prompt's attention as a score matrix, a mask, a softmax and a second product,
+// each a full pass over (heads x queries x keys) floats with MLX's exp at a scalar call per element; in a
+// 512-token SmolLM2-135M prefill that took more time than all the layers' matrix products. This primitive
+// computes each query row's scores, softmax and weighted sum of values in one pass that stays in cache,
+// skips the keys a causal mask hides (half of them), vectorises exp with AVX2, and splits the rows over
+// the same thread pool as qgemv. It has no vjp of its own: locomlx/models/cpu_kernels.py wraps it in a
+// custom function whose gradient is that of the unfused attention.
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define ATTENTION_AVX2 1
+#endif
+
+#include <nanobind/nanobind.h>
+#include <nanobind/stl/optional.h>
+
+#include "mlx/backend/cpu/encoder.h"
+#include "mlx/ops.h"
+#include "mlx/primitives.h"
+
+#include "pool.h"
+
+namespace mx = mlx::core;
+namespace nb = nanobind;
+using locomlx_kernels::Pool;
+using locomlx_kernels::pool;
+
+namespace {
+
+#ifdef ATTENTION_AVX2
+inline float hsum(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// exp(x) for x <= 0 (scores minus their row's maximum): Cephes' expf, as locomlx/models/cpu_kernels.py's.
+inline __m256 exp256(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.4426950408889634f)),
+                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693145751953125f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428606765330187e-06f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(_mm256_mul_ps(p, r), r, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+#endif
+
+// One query row: out = softmax(scale * q . k_j for lo <= j < n, where `allowed` (if given) is true) . v_j,
+// with `scores` as scratch; a row with no allowed key is zeros (a padding row, which no later step reads).
+template <int D>
+void attend_row(const float* q, const float* k, const float* v, float* out, int lo, int n, const bool* allowed,
+                float scale, float* scores) {
+  if (allowed) {
+    while (lo < n && !allowed[lo]) ++lo;
+    while (n > lo && !allowed[n - 1]) --n;
+  }
+  if (lo >= n) {
+    std::fill(out, out + D, 0.0f);
+    return;
+  }
+  k += static_cast<size_t>(lo) * D;
+  v += static_cast<size_t>(lo) * D;
+  if (allowed) allowed += lo;
+  n -= lo;
+#ifdef ATTENTION_AVX2
+  if constexpr (D % 8 == 0) {
+    constexpr int C = D / 8;
+    __m256 qv[C];
+    for (int c = 0; c < C; ++c) qv[c] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * c), _mm256_set1_ps(scale));
+    for (int j = 0; j < n; ++j) {
+      const float* kj = k + static_cast<size_t>(j) * D;
+      __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
+      for (int c = 1; c < C; ++c) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
+      scores[j] = allowed && !allowed[j] ? -INFINITY : hsum(acc);
+    }
+    int j8 = n / 8 * 8;
+    __m256 mv = _mm256_set1_ps(-INFINITY);
+    for (int j = 0; j < j8; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(scores + j));
+    float m = hmax(mv);
+    for (int j = j8; j < n; ++j) m = std::max(m, scores[j]);
+    __m256 sv = _mm256_setzero_ps();
+    __m256 mb = _mm256_set1_ps(m);
+    for (int j = 0; j < j8; j += 8) {
+      __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + j), mb));
+      _mm256_storeu_ps(scores + j, e);
+      sv = _mm256_add_ps(sv, e);
+    }
+    float total = hsum(sv);
+    for (int j = j8; j < n; ++j) {
+      scores[j] = std::exp(scores[j] - m);
+      total += scores[j];
+    }
+    __m256 acc[C];
+    for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+    for (int j = 0; j < n; ++j) {
+      const float* vj = v + static_cast<size_t>(j) * D;
+      __m256 p = _mm256_set1_ps(scores[j]);
+      for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), acc[c]);
+    }
+    __m256 inv = _mm256_set1_ps(1.0f / total);
+    for (int c = 0; c < C; ++c) _mm256_storeu_ps(out + 8 * c, _mm256_mul_ps(acc[c], inv));
+    return;
+  }
+#endif
+  float m = -INFINITY;
+  for (int j = 0; j < n; ++j) {
+    float s = 0.0f;
+    for (int d = 0; d < D; ++d) s += q[d] * k[static_cast<size_t>(j) * D + d];
+    scores[j] = allowed && !allowed[j] ? -INFINITY : s * scale;
+    m = std::max(m, scores[j]);
+  }
+  float total = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    scores[j] = std::exp(scores[j] - m);
+    total += scores[j];
+  }
+  for (int d = 0; d < D; ++d) out[d] = 0.0f;
+  for (int j = 0; j < n; ++j) {
+    for (int d = 0; d < D; ++d) out[d] += scores[j] * v[static_cast<size_t>(j) * D + d];
+  }
+  for (int d = 0; d < D; ++d) out[d] /= total;
+}
+
+struct Shape {
+  int batch, heads, kv_heads, queries, keys;
+};
+
+// `mask`, when given, is boolean (mask_batch, 1, queries, keys) with mask_batch 1 or the batch.
+template <int D>
+void attend(const float* q, const float* k, const float* v, const bool* mask, int mask_batch, float* out, Shape s,
+            float scale, bool causal) {
+  const int group = s.heads / s.kv_heads;
+  const int offset = s.keys - s.queries;  // the queries are the last `queries` positions of the keys
+  const int64_t rows = static_cast<int64_t>(s.batch) * s.heads * s.queries;
+  constexpr int kBlock = 8;  // query rows per unit of work: consecutive rows share their keys in cache
+  const int64_t blocks = (rows + kBlock - 1) / kBlock;
+  Pool& p = pool();
+  const int parts = rows * s.keys >= (1 << 16) ? p.size() : 1;
+  auto task = [&](int part) {
+    if (part >= parts) return;
+    std::vector<float> scores(s.keys);
+    // Blocks are dealt round-robin, so each part gets short and long causal rows alike.
+    for (int64_t block = part; block < blocks; block += parts) {
+      for (int64_t row = block * kBlock; row < std::min(rows, (block + 1) * kBlock); ++row) {
+        const int i = static_cast<int>(row % s.queries);
+        const int64_t bh = row / s.queries;
+        const int64_t b = bh / s.heads, h = bh % s.heads;
+        const int64_t kv = b * s.kv_heads + h / group;
+        const int n = causal ? offset + i + 1 : s.keys;
+        const bool* allowed =
+            mask ? mask + ((mask_batch == 1 ? 0 : b) * s.queries + i) * static_cast<int64_t>(s.keys) : nullptr;
+        attend_row<D>(q + row * D, k + kv * s.keys * D, v + kv * s.keys * D, out + row * D, 0, n, allowed, scale,
+                      scores.data());
+      }
+    }
+  };
+  if (parts == 1) {
+    task(0);
+  } else {
+    p.run(task);
+  }
+}
+
+class Attention : public mx::UnaryPrimitive {
+ public:
+  Attention(mx::Stream stream, float scale, bool causal) : mx::UnaryPrimitive(stream), scale_(scale), causal_(causal) {}
+
+  void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
+    auto& q = inputs[0];
+    auto& k = inputs[1];
+    auto& v = inputs[2];
+    out.set_data(mx::allocator::malloc(out.nbytes()));
+    auto& encoder = mx::cpu::get_command_encoder(stream());
+    for (auto& input : inputs) encoder.set_input_array(input);
+    encoder.set_output_array(out);
+    Shape shape{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2)};
+    const bool* mask = inputs.size() == 4 ? inputs[3].data<bool>() : nullptr;
+    int mask_batch = inputs.size() == 4 ? inputs[3].shape(0) : 1;
+    encoder.dispatch([qp = q.data<float>(), kp = k.data<float>(), vp = v.data<float>(), mask, mask_batch,
+                      op = out.data<float>(), shape, dim = q.shape(3), scale = scale_, causal = causal_]() {
+      switch (dim) {
+        case 64: attend<64>(qp, kp, vp, mask, mask_batch, op, shape, scale, causal); break;
+        case 128: attend<128>(qp, kp, vp, mask, mask_batch, op, shape, scale, causal); break;
+        default: attend<256>(qp, kp, vp, mask, mask_batch, op, shape, scale, causal); break;
+      }
+    });
+  }
+
+  void eval_gpu(const std::vector<mx::array>&, mx::array&) override {
+    throw std::runtime_error("this attention runs on the CPU only; on a GPU use mx.fast.scaled_dot_product_attention.");
+  }
+
+  const char* name() const override { return "LocomlxAttention"; }
+
+  bool is_equivalent(const mx::Primitive& other) const override {
+    auto& o = static_cast<const Attention&>(other);
+    return scale_ == o.scale_ && causal_ == o.causal_;
+  }
+
+ private:
+  float scale_;
+  bool causal_;
+};
+
+mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, float scale, bool causal,
+                    std::optional<mx::array> mask) {
+  if (q.dtype() != mx::float32 || k.dtype() != mx::float32 || v.dtype() != mx::float32) {
+    throw std::invalid_argument("attention: queries, keys and values must be float32.");
+  }
+  if (q.ndim() != 4 || k.ndim() != 4 || v.shape() != k.shape() || q.shape(0) != k.shape(0) ||
+      q.shape(3) != k.shape(3) || k.shape(1) == 0 || q.shape(1) % k.shape(1) != 0 || q.shape(2) > k.shape(2)) {
+    throw std::invalid_argument("attention: queries (B, H, L, D) and keys, values (B, H_kv, S, D) with H a "
+                                "multiple of H_kv and L <= S.");
+  }
+  int dim = q.shape(3);
+  if (dim != 64 && dim != 128 && dim != 256) {
+    throw std::invalid_argument("attention: head dimension must be 64, 128 or 256.");
+  }
+  auto s = mx::default_stream(mx::Device::cpu);
+  std::vector<mx::array> inputs{mx::contiguous(q, false, s), mx::contiguous(k, false, s),
+                                mx::contiguous(v, false, s)};
+  if (mask) {
+    const auto& m = *mask;
+    if (m.dtype() != mx::bool_ || m.ndim() != 4 || (m.shape(0) != 1 && m.shape(0) != q.shape(0)) ||
+        m.shape(1) != 1 || m.shape(2) != q.shape(2) || m.shape(3) != k.shape(2)) {
+      throw std::invalid_argument("attention: the mask must be boolean (B or 1, 1, L, S).");
+    }
+    inputs.push_back(mx::contiguous(m, false, s));
+  }
+  return mx::array(q.shape(), mx::float32, std::make_shared<Attention>(s, scale, causal), std::move(inputs));
+}
+
+}  // namespace
+
+void register_attention(nb::module_& m) {
+  m.def("attention", &attention, nb::arg("queries"), nb::arg("keys"), nb::arg("values"), nb::arg("scale"),
+        nb::arg("causal") = true, nb::arg("mask") = nb::none(),
+        "softmax(scale * queries @ keys.T, masked) @ values for float32 (B, H, L, D) queries and (B, H_kv, S, D) "
+        "keys and values (grouped-query heads; the queries are the last L of the S positions). `causal` hides "
+        "later keys; `mask`, boolean (B or 1, 1, L, S), hides the keys where it is false. A row with no key "
+        "left is zeros.");
+}
