@@ -86,14 +86,14 @@ def _chosen_temperature(engine: Engine, adapter: str, validation: Path, metric: 
     return best, scores
 
 
-def _sample_pool(engine: Engine, adapter: str, benchmark: Path, metric: str, config: InferenceConfig, work: Path
-                 ) -> tuple[list[list[Candidate]], dict]:
+def _sample_pool(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str, config: InferenceConfig,
+                 work: Path) -> tuple[list[list[Candidate]], dict]:
     """`config.votes` samples for each of the benchmark's first `config.limit` questions, and the pool's cost
     (generated tokens, seconds). Saved to `work` every POOL_CHUNK questions under the name of the answers
     cache's key for these settings (the key leaves out the limit), so a rerun resumes, a larger limit extends
     the pool, and a change of weights, data or settings starts afresh. Chunks are whole and seeded by their
-    first question's index, so a pool grown in steps equals one made at once."""
-    examples = load_benchmark(benchmark)
+    first question's index, so a pool grown in steps equals one made at once. `examples`: the whole
+    benchmark's."""
     wanted = min(config.limit or len(examples), len(examples))
     path = work / f"pool-{answers_cache_path(engine, adapter, file_sha256(benchmark), config, metric).stem}.json"
     pool = json.loads(path.read_text()) if path.is_file() else {"questions": [], "tokens": 0, "seconds": 0.0}
@@ -111,11 +111,12 @@ def _sample_pool(engine: Engine, adapter: str, benchmark: Path, metric: str, con
     return [[Candidate(**c) for c in group] for group in pool["questions"][:wanted]], pool
 
 
-def _voted_run(engine: Engine, adapter: str, benchmark: Path, metric: str, config: InferenceConfig,
+def _voted_run(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str, config: InferenceConfig,
                pool: list[list[Candidate]], cost: dict, votes: int):
-    """The benchmark answered by the vote over each question's first `votes` samples of the pool."""
+    """The benchmark's first `config.limit` `examples` answered by the vote over each question's first `votes`
+    samples of the pool."""
     started = time.perf_counter()
-    examples = load_benchmark(benchmark)[: config.limit]
+    examples = examples[: config.limit]
     decided = [vote_for_example(metric, ex, group[:votes]) for ex, group in zip(examples, pool)]
     seconds = cost["seconds"] / len(cost["questions"]) * len(examples) * votes / config.votes
     answers = Answers([v.winner.text for v in decided], cost["tokens"] / cost["seconds"] if cost["seconds"] else 0.0,
@@ -143,6 +144,7 @@ def run(library: Path, domains: tuple[str, ...] | None, votes: tuple[int, ...], 
         results = json.loads((folder / "eval" / "results.json").read_text(encoding="utf-8"))
         metric = results["metric"]
         benchmark = folder / "eval" / "benchmark.jsonl"
+        examples = load_benchmark(benchmark)
         engine.load_adapter(folder, name)
         greedy_config = InferenceConfig(max_tokens=results["inference"]["max_tokens"], limit=limit,
                                         batch_size=results["inference"].get("batch_size", InferenceConfig.batch_size))
@@ -155,9 +157,10 @@ def run(library: Path, domains: tuple[str, ...] | None, votes: tuple[int, ...], 
             first = greedy if not reread else run_benchmark(engine, benchmark, name, metric,
                                                             replace(greedy_config, reread=True))
             pool_config = replace(greedy_config, reread=reread, votes=max(votes), vote_temperature=temperature)
-            pool, cost = _sample_pool(engine, name, benchmark, metric, pool_config, work)
+            pool, cost = _sample_pool(engine, name, benchmark, examples, metric, pool_config, work)
             for n in votes:
-                run_ = first if n == 1 else _voted_run(engine, name, benchmark, metric, pool_config, pool, cost, n)
+                run_ = first if n == 1 else _voted_run(engine, name, benchmark, examples, metric, pool_config, pool,
+                                                       cost, n)
                 label = ("RE2, " if reread else "") + ("greedy" if n == 1 else f"{n} votes")
                 row = asdict(compare_row(name, label, run_, greedy))
                 rows.append({**row, "votes": n, "reread": reread})

@@ -15,10 +15,6 @@
 #include <stdexcept>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define ATTENTION_AVX2 1
-#endif
 
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
@@ -28,22 +24,19 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
+#ifdef LOCOMLX_AVX2
+using locomlx_kernels::hsum;
+#endif
 
 namespace {
 
-#ifdef ATTENTION_AVX2
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
+#ifdef LOCOMLX_AVX2
 inline float hmax(__m256 v) {
   __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_max_ps(s, _mm_movehl_ps(s, s));
@@ -87,7 +80,7 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
   v += static_cast<size_t>(lo) * D;
   if (allowed) allowed += lo;
   n -= lo;
-#ifdef ATTENTION_AVX2
+#ifdef LOCOMLX_AVX2
   if constexpr (D % 8 == 0) {
     constexpr int C = D / 8;
     __m256 qv[C];

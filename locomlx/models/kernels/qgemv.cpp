@@ -13,10 +13,6 @@
 #include <stdexcept>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define QGEMV_AVX2 1
-#endif
 
 #include <nanobind/nanobind.h>
 
@@ -25,11 +21,15 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
+#ifdef LOCOMLX_AVX2
+using locomlx_kernels::hsum;
+#endif
 
 void register_attention(nb::module_& m);  // attention.cpp
 
@@ -37,14 +37,7 @@ namespace {
 
 // ---------------------------------------------------------------- kernel
 
-#ifdef QGEMV_AVX2
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
+#ifdef LOCOMLX_AVX2
 // sum over 32 weights (16 packed bytes) of q[i] * x[i]
 inline __m256 dot32(const uint8_t* packed, const float* x, __m256 acc) {
   __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(packed));
@@ -86,7 +79,7 @@ void rows(const float* x, const uint8_t* w, const float* scales, const float* bi
       const float* xm = x + static_cast<size_t>(m) * K;
       const float* xs = xsum + static_cast<size_t>(m) * groups;
       float total = 0.0f;
-#ifdef QGEMV_AVX2
+#ifdef LOCOMLX_AVX2
       if (group % 32 == 0) {
         __m256 acc = _mm256_setzero_ps();
         for (int g = 0; g < groups; ++g) {
