@@ -190,6 +190,23 @@ def test_the_ensembles_study_trains_variants_and_compares_the_vote_with_the_best
     assert "## The answer" in out.with_suffix(".md").read_text()
 
 
+def test_a_study_refuses_a_domain_or_variant_it_cannot_run_before_training_anything(two_domains, tmp_path):
+    work = tmp_path / "work"
+
+    def refused(*extra: str) -> str:
+        done = subprocess.run([sys.executable, str(SCRIPTS / "ensembles_study.py"), "--adapters-dir",
+                               str(two_domains), "--out", str(tmp_path / "page"), "--work", str(work), *extra],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0
+        return done.stderr
+
+    assert "no active adapter for math" in refused("--domains", "spam,math")
+    assert "Active: sentiment, spam" in refused("--domains", "math")
+    assert "unknown width; choose from seed, rank" in refused("--variants", "seed,width")
+    assert "spam has one adapter (spam-a) and no variant" in refused("--domains", "spam", "--variants", "")
+    assert not work.exists() and not (tmp_path / "page.md").exists()
+
+
 def test_the_composition_study_scores_each_part_of_a_two_skill_question_by_its_own_metric(two_domains, tmp_path):
     sentiment = two_domains / "sentiment-a" / "eval"
     rows = [{**json.loads(line), "choices": ["positive", "negative"], "metric": "choice"}

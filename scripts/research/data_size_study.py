@@ -32,10 +32,11 @@ import locomlx  # first: preloads the CBLAS
 from locomlx.adapters.library import library_dir
 from locomlx.engine.engine import Engine
 from locomlx.eval.run import InferenceConfig, run_benchmark
-from locomlx.registry import active_adapters, load_registry
+from locomlx.registry import load_registry
 from locomlx.scoring.stats import paired_p_value
 
 from study_data import BUILDERS, built_pool, stored_rows
+from study_domains import comma_list, studied_adapters
 from study_files import interval, study_command, write_study
 from study_training import own_examples, train_variant
 
@@ -53,14 +54,9 @@ def run(library: Path, domains: tuple[str, ...], sizes: tuple[int, ...], work: P
     started = time.perf_counter()
     registry = load_registry(library)
     reference = registry.base_model.id if registry.base_model else None
-    active = active_adapters(registry)
-    missing = [d for d in domains if d not in active]
-    if missing:
-        sys.exit(f"error: {library} has no active adapter for {', '.join(missing)}; the study reuses each "
-                 f"domain's recipe and benchmark. Active: {', '.join(sorted(active))}.")
     studied = []
-    for domain in domains:
-        folder = library / registry.adapters[active[domain]].path
+    for domain, name in studied_adapters(registry, library, domains).items():
+        folder = library / registry.adapters[name].path
         benchmark = folder / "eval" / "benchmark.jsonl"
         built = pool_from == "built" and domain in BUILDERS
         pool = built_pool(domain, benchmark, max(sizes)) if built else stored_rows(folder)
@@ -172,7 +168,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true",
                         help="Smoke run: sizes 25 and 50 from the adapters' own data, 8 benchmark examples.")
     args = parser.parse_args()
-    domains = tuple(d.strip() for d in args.domains.split(",") if d.strip())
+    domains = comma_list(args.domains)
     sizes = tuple(sorted(int(s) for s in args.sizes.split(",") if s.strip()))
     pool_from = "built"
     if args.quick:

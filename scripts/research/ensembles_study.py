@@ -16,6 +16,7 @@ docs/research/ensembles.md, .png and .json.
 
     python scripts/research/ensembles_study.py              # the committed numbers (hours on 2 cores)
     python scripts/research/ensembles_study.py --quick      # a smoke run (tests)
+    python scripts/research/ensembles_study.py --domains sentiment,spam --variants seed   # fewer, cheaper
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from locomlx.boost.ensemble import ensemble_members
 from locomlx.engine.engine import Engine
 from locomlx.eval.compare import compare_row
 from locomlx.eval.run import InferenceConfig, run_benchmark
-from locomlx.registry import active_adapters, load_registry
+from locomlx.registry import load_registry
 from locomlx.train.config import recorded_recipe
 
+from study_domains import comma_list, studied_adapters
 from study_files import interval, study_command, write_study
 from study_training import train_variant
 
@@ -44,15 +46,19 @@ VOTES = 5
 TEMPERATURE = 0.7
 
 
-def _variants(library: Path, folder: Path, work: Path, reference: str | None) -> list[tuple[str, Path, str]]:
-    """(name, folder, what changed) of the variants trained from the active adapter's recipe."""
+VARIANTS = ("seed", "rank")  # another seed (data order and initialisation); twice the rank, same LoRA scale
+
+
+def _variants(library: Path, folder: Path, work: Path, reference: str | None,
+              kinds: tuple[str, ...]) -> list[tuple[str, Path, str]]:
+    """(name, folder, what changed) of the variants of `kinds` trained from the active adapter's recipe."""
     recipe = recorded_recipe(folder)
     rank = int(recipe.get("lora_rank", 16))
     alpha = float(recipe.get("lora_alpha") or 2 * rank)  # doubled with the rank: the same LoRA scale
-    changes = {"seed": {"seed": int(recipe.get("seed", 0)) + 1},
-               f"rank{2 * rank}": {"lora_rank": 2 * rank, "lora_alpha": 2 * alpha}}
+    changes = {"seed": ("seed", {"seed": int(recipe.get("seed", 0)) + 1}),
+               "rank": (f"rank{2 * rank}", {"lora_rank": 2 * rank, "lora_alpha": 2 * alpha})}
     made = []
-    for tag, change in changes.items():
+    for tag, change in (changes[kind] for kind in kinds):
         out = work / f"{folder.name}-{tag}"
         print(f"{folder.name}: variant {tag}", file=sys.stderr)
         train_variant(library, folder, out, reference, **change)
@@ -60,17 +66,20 @@ def _variants(library: Path, folder: Path, work: Path, reference: str | None) ->
     return made
 
 
-def run(library: Path, work: Path, limit: int | None, votes: int) -> dict:
+def run(library: Path, domains: tuple[str, ...] | None, kinds: tuple[str, ...], work: Path, limit: int | None,
+        votes: int) -> dict:
     started = time.perf_counter()
     registry = load_registry(library)
     reference = registry.base_model.id if registry.base_model else None
-    active = active_adapters(registry)
     plans = []
-    for domain, name in sorted(active.items()):
+    for domain, name in studied_adapters(registry, library, domains).items():
         folder = library / registry.adapters[name].path
         members = [(n, path, "library adapter" + (" (active)" if n == name else ""))
                    for n, path in ensemble_members(library, name)]
-        plans.append((domain, name, folder, members + _variants(library, folder, work, reference)))
+        if len(members) + len(kinds) < 2:
+            sys.exit(f"error: {domain} has one adapter ({name}) and no variant to vote with; give --variants "
+                     f"(one or more of {', '.join(VARIANTS)}) or install a second {domain} adapter.")
+        plans.append((domain, name, folder, members + _variants(library, folder, work, reference, kinds)))
     engine = Engine.load(reference)
     domains = []
     for domain, name, folder, members in plans:
@@ -158,10 +167,18 @@ def main() -> None:
     parser.add_argument("--work", default=str(ROOT / "runs" / "research" / "ensembles"),
                         help="Where the trained variants are kept.")
     parser.add_argument("--limit", type=int, default=None, help="Benchmark examples scored [all].")
+    parser.add_argument("--domains", default=None,
+                        help="Comma-separated domains of the library [every one with an active adapter].")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"Comma-separated variants trained per domain, of {', '.join(VARIANTS)} [all].")
     parser.add_argument("--quick", action="store_true", help="Smoke run: 6 examples, 2 votes.")
     args = parser.parse_args()
     limit, votes = (6, 2) if args.quick else (args.limit, VOTES)
-    facts = run(library_dir(args.adapters_dir), Path(args.work), limit, votes)
+    kinds = comma_list(args.variants) or ()
+    unknown = [k for k in kinds if k not in VARIANTS]
+    if unknown:
+        parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    facts = run(library_dir(args.adapters_dir), comma_list(args.domains), kinds, Path(args.work), limit, votes)
     command = study_command(__file__)
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
 

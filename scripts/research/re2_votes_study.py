@@ -48,9 +48,10 @@ from locomlx.eval.run import (
 )
 from locomlx.prompt import example_messages
 from locomlx.provenance import file_sha256
-from locomlx.registry import active_adapters, load_registry
+from locomlx.registry import load_registry
 
 from study_data import BUILDERS, built_pool, stored_rows
+from study_domains import comma_list, studied_adapters
 from study_files import interval, study_command, write_study
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,17 +130,11 @@ def run(library: Path, domains: tuple[str, ...] | None, votes: tuple[int, ...], 
     started = time.perf_counter()
     registry = load_registry(library)
     reference = registry.base_model.id if registry.base_model else None
-    active = active_adapters(registry)
-    missing = [d for d in domains or () if d not in active]
-    if missing:
-        sys.exit(f"error: {library} has no active adapter for {', '.join(missing)}. "
-                 f"Active: {', '.join(sorted(active))}.")
+    chosen = studied_adapters(registry, library, domains)
     engine = Engine.load(reference)
     work.mkdir(parents=True, exist_ok=True)
     studied = []
-    for domain, name in sorted(active.items()):
-        if domains and domain not in domains:
-            continue
+    for domain, name in chosen.items():
         folder = library / registry.adapters[name].path
         results = json.loads((folder / "eval" / "results.json").read_text(encoding="utf-8"))
         metric = results["metric"]
@@ -241,7 +236,7 @@ def main() -> None:
     votes, temperatures, validation = VOTES, TEMPERATURES, VALIDATION
     if args.quick:
         votes, temperatures, validation, args.limit = (1, 2, 3), (0.7,), 6, 6
-    domains = tuple(d.strip() for d in args.domains.split(",") if d.strip()) if args.domains else None
+    domains = comma_list(args.domains)
     facts = run(library_dir(args.adapters_dir), domains, votes, temperatures, args.limit, Path(args.work), validation,
                 args.quick)
     command = study_command(__file__)
