@@ -48,8 +48,12 @@ def test_the_cpu_profile_runs_quick_and_accounts_for_every_op(real_model, tmp_pa
                           timeout=600)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    for section in ("## prefill", "## decode step", "## training forward", "## training step, whole"):
+    for section in ("## prefill", "## decode step", "## training step (", "## training step, whole"):
         assert section in text
     for op in ("| q_proj |", "| attention core |", "| lm head |", "| rms norm |", "| forward + backward |"):
         assert op in text
+    training = text.split("## training step (")[1].split("## training step, whole")[0]
+    assert "| op | forward ms | backward ms |" in training
+    for op in ("q_proj", "gate_proj", "mlp activation", "attention core", "lm head", "cross-entropy loss"):
+        assert f"| {op} |" in training  # every op of a step, the head and the loss included, has its backward
     assert "python scripts/profile_cpu.py --quick" in text

@@ -28,8 +28,15 @@ def test_exp_is_accurate_over_its_range_and_clamped_outside():
     assert np.all(np.isfinite(edges)) and np.all(edges >= np.finfo(np.float32).tiny)  # no subnormals
 
 
+@pytest.mark.parametrize("path", ["kernel", "mlx ops"])
 @pytest.mark.parametrize("shape", [BIG, SMALL, (2, 5, 300)])
-def test_swiglu_and_its_gradient_equal_mlx(shape):
+def test_swiglu_and_its_gradient_equal_mlx(shape, path, monkeypatch):
+    calls = []
+    kernel = cpu_kernels._swiglu_kernel()
+    if path == "kernel" and kernel is None:
+        pytest.skip("the kernels are not built (scripts/setup.sh)")
+    answering = kernel if path == "kernel" else None
+    monkeypatch.setattr(cpu_kernels, "_swiglu_kernel", lambda: calls.append(1) or answering)
     gate, up = mx.random.normal(shape, key=mx.random.key(1)) * 4, mx.random.normal(shape, key=mx.random.key(2))
     reference = lambda g, u: nn.silu(g) * u  # noqa: E731
     _close(cpu_kernels.swiglu(gate, up), reference(gate, up), 1e-5)
@@ -39,6 +46,21 @@ def test_swiglu_and_its_gradient_equal_mlx(shape):
     want = mx.grad(loss(reference), argnums=(0, 1))(gate, up)
     for g, w in zip(got, want):
         _close(g, w, 1e-4)
+    assert calls  # the path asked for answered
+    only_up = mx.grad(loss(cpu_kernels.swiglu), argnums=1)(gate.T.T, up[::1])  # one gradient of two; views
+    _close(only_up, want[1], 1e-4)
+
+
+def test_the_swiglu_kernel_refuses_what_it_cannot_take():
+    kernel = cpu_kernels._swiglu_kernel()
+    if kernel is None:
+        pytest.skip("the kernels are not built (scripts/setup.sh)")
+    with pytest.raises(ValueError, match="float32 arrays of one shape"):
+        kernel.swiglu(mx.zeros((2, 3)), mx.zeros((3, 2)))
+    with pytest.raises(ValueError, match="float32 arrays of one shape"):
+        kernel.swiglu(mx.zeros((2, 3), dtype=mx.float16), mx.zeros((2, 3), dtype=mx.float16))
+    with pytest.raises(ValueError, match="cotangent must be float32"):
+        kernel.swiglu_grad(mx.zeros((2, 3)), mx.zeros((2, 3)), mx.zeros((2, 4)))
 
 
 @pytest.mark.parametrize("shape", [BIG, SMALL])

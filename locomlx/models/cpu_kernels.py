@@ -5,7 +5,8 @@ run in the multi-threaded BLAS, so in a SmolLM2-135M prefill on 2 cores the SiLU
 attention softmax took longer than all of a layer's matmuls (`scripts/bench_cpu_ops.py` shows the
 per-element costs).
 
-Two changes, both exact to float32 rounding (tests/test_cpu_kernels.py):
+Two changes, both exact to float32 rounding (tests/test_cpu_kernels.py), for where the C++ kernels
+(locomlx/models/kernels: the SiLU gating and the prompt attention in one pass each) are not built:
 - exp is a range reduction (x = n ln2 + r) and a degree-7 polynomial (Cephes' expf) built from
   arithmetic ops, which MLX's compiled kernels vectorise; the 2^n factor is written into the float's
   exponent bits. Faster than MLX's CPU exp, and more accurate (max relative error 8e-8 vs 4e-6).
@@ -106,14 +107,28 @@ def across_cores(kernel, *arrays: mx.array):
 
 
 @mx.custom_function
-def swiglu(gate: mx.array, up: mx.array) -> mx.array:
-    """silu(gate) * up, as mlx-lm's `swiglu`."""
+def _swiglu_ops(gate: mx.array, up: mx.array) -> mx.array:
     return across_cores(_swiglu_forward, gate, up)
 
 
-@swiglu.vjp
+@_swiglu_ops.vjp
 def _swiglu_vjp(primals, cotangent, output):
     return across_cores(_swiglu_backward, *primals, cotangent)
+
+
+@lru_cache(maxsize=None)
+def _swiglu_kernel():
+    """The compiled SiLU gating (locomlx/models/kernels/swiglu.cpp: one pass forward, one backward, on the
+    kernels' threads), or None where it is not built (or was built before it existed)."""
+    kernels = load_kernel()
+    return kernels if kernels is not None and hasattr(kernels, "swiglu") else None
+
+
+def swiglu(gate: mx.array, up: mx.array) -> mx.array:
+    """silu(gate) * up, as mlx-lm's `swiglu`, with its gradient: the C++ kernel where it is built, else MLX
+    ops split over the cores."""
+    kernel = _swiglu_kernel()
+    return kernel.swiglu(gate, up) if kernel is not None else _swiglu_ops(gate, up)
 
 
 @mx.custom_function

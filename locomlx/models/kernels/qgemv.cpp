@@ -32,6 +32,7 @@ using locomlx_kernels::hsum;
 #endif
 
 void register_attention(nb::module_& m);  // attention.cpp
+void register_swiglu(nb::module_& m);  // swiglu.cpp
 
 namespace {
 
@@ -232,4 +233,5 @@ NB_MODULE(_kernels, m) {
         "packing, viewed as uint8 (N, K * bits / 8).");
   m.def("threads", [] { return pool().size(); }, "Threads the kernel splits its rows across.");
   register_attention(m);
+  register_swiglu(m);
 }
