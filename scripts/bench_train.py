@@ -3,11 +3,12 @@
 
 All three train the same rank-8 LoRA (every linear layer of every block) on the
 same float32 weights of the embedded model, on the same batches, for the same
-number of steps; each runs in its own process. Tokens/s counts prompt + answer
+number of steps; each runs in its own process, every trainer once per round, and the rounds alternate
+their order; medians are reported with their range (single runs drift by 15% on a shared machine). Tokens/s counts prompt + answer
 tokens (padding excluded) over the steps after a warm-up.
 
     python scripts/bench_train.py                 # locomlx vs mlx-lm (vs PEFT if torch + peft are installed)
-    python scripts/bench_train.py --steps 40 --json
+    python scripts/bench_train.py --steps 40 --rounds 5 --json
 
 PEFT needs the optional extras: pip install -e ".[torch]" peft
 """
@@ -18,6 +19,7 @@ import argparse
 import importlib.util
 import json
 import random
+import statistics
 import sys
 import time
 
@@ -168,6 +170,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Runs of every trainer, in alternating order; the median is reported [3].")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -180,20 +184,26 @@ def main() -> None:
     names = ["locomlx", "mlx_lm"]
     if all(importlib.util.find_spec(m) for m in ("torch", "peft", "transformers")):
         names.append("peft")
-    results = {}
-    for name in names:
-        print(f"training with {name} ...", file=sys.stderr)
-        results[name] = run_isolated([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
-                                      "--batch-size", str(args.batch_size)], without_blas=name == "peft")
+    runs: dict[str, list[dict]] = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        # Rounds alternate the order, so a machine that drifts (a neighbour's load, heat) weighs on every trainer alike.
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            print(f"round {round_ + 1}/{args.rounds}: training with {name} ...", file=sys.stderr)
+            runs[name].append(run_isolated([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
+                                            "--batch-size", str(args.batch_size)], without_blas=name == "peft"))
+    results = {name: {"tokens_per_second": statistics.median(r["tokens_per_second"] for r in rs),
+                      "rounds": [r["tokens_per_second"] for r in rs], "timed_steps": rs[0]["timed_steps"]}
+               for name, rs in runs.items()}
     if args.json:
         print(json.dumps({"settings": settings, "results": results}, indent=2))
         return
     ours = results["locomlx"]["tokens_per_second"]
     print(f"LoRA training, rank {RANK} on all linear layers, batch {args.batch_size}, {args.steps} steps "
-          f"({WARMUP} warm-up), SmolLM2-135M float32")
+          f"({WARMUP} warm-up), SmolLM2-135M float32; medians of {args.rounds} rounds (each in its own process)")
     for name, r in results.items():
         ratio = "" if name == "locomlx" else f"   locomlx / {name} = {ours / r['tokens_per_second']:.2f}x"
-        print(f"  {name:8s} {r['tokens_per_second']:8.0f} tokens/s{ratio}")
+        spread = f"({min(r['rounds']):.0f}-{max(r['rounds']):.0f})" if args.rounds > 1 else ""
+        print(f"  {name:8s} {r['tokens_per_second']:8.0f} tokens/s {spread:11s}{ratio}")
 
 
 if __name__ == "__main__":

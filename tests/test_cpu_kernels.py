@@ -73,6 +73,47 @@ def test_softmax_and_its_gradient_equal_mlx(shape):
     _close(got, want, 1e-5)
 
 
+@pytest.mark.parametrize("n_queries, n_keys, causal", [(40, 40, True), (9, 45, True), (33, 33, False), (1, 7, True)])
+def test_the_softmax_kernel_and_its_gradient_equal_mlx_with_the_causal_mask(n_queries, n_keys, causal):
+    kernel = cpu_kernels._softmax_kernel()
+    if kernel is None:
+        pytest.skip("the kernels are not built (scripts/setup.sh)")
+    key = iter(mx.random.split(mx.random.key(11), 3))
+    scores = mx.random.normal((2, 3, n_queries, n_keys), key=next(key)) * 6
+    mask = "causal" if causal else None
+    reference = lambda x: mx.softmax(cpu_kernels._masked(x, mask, n_queries, n_keys), axis=-1)  # noqa: E731
+    got = kernel.softmax(scores, causal)
+    _close(got, reference(scores), 1e-6)
+    if causal:  # the hidden keys weigh exactly nothing
+        hidden = mx.arange(n_keys)[None, :] > (mx.arange(n_queries) + n_keys - n_queries)[:, None]
+        assert mx.all(mx.where(hidden, got, 0.0) == 0).item()
+    weights = mx.random.normal(scores.shape, key=next(key))
+    want = mx.grad(lambda x: (reference(x) * weights).sum())(scores)
+    _close(mx.grad(lambda x: (kernel.softmax(x, causal) * weights).sum())(scores), want, 1e-5)
+    _close(mx.grad(lambda x: (kernel.softmax(x, causal) * weights).sum())(scores.swapaxes(0, 1).swapaxes(0, 1)),
+           want, 1e-5)  # a strided view is made contiguous first
+    with pytest.raises(ValueError, match="L <= S when causal"):
+        kernel.softmax(mx.zeros((4, 3)), True)
+    with pytest.raises(ValueError, match="must be float32"):
+        kernel.softmax(mx.zeros((3, 3), dtype=mx.float16))
+
+
+def test_a_training_step_attends_with_the_softmax_kernel(monkeypatch):
+    kernel = cpu_kernels._softmax_kernel()
+    if kernel is None:
+        pytest.skip("the kernels are not built (scripts/setup.sh)")
+    calls = []
+    monkeypatch.setattr(cpu_kernels, "_softmax_kernel", lambda: calls.append(1) or kernel)
+    key = iter(mx.random.split(mx.random.key(12), 3))
+    queries = mx.random.normal((2, 6, 64, 64), key=next(key))
+    keys, values = (mx.random.normal((2, 2, 64, 64), key=next(key)) for _ in range(2))
+    with cpu_kernels.unfused_attention():
+        got = cpu_kernels.scaled_dot_product_attention(queries, keys, values, None, 0.125, "causal",
+                                                       fallback=_fallback)
+    assert calls
+    _close(got, _fallback(queries, keys, values, None, 0.125, "causal"), 2e-5)
+
+
 def _fallback(queries, keys, values, cache, scale, mask, sinks=None):
     return mx.fast.scaled_dot_product_attention(queries, keys, values, scale=scale, mask=mask)
 

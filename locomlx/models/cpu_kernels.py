@@ -179,13 +179,26 @@ def _attention_kernel():
     return kernels if kernels is not None and hasattr(kernels, "attention") else None
 
 
+@lru_cache(maxsize=None)
+def _softmax_kernel():
+    """The compiled attention softmax with its causal mask (locomlx/models/kernels/softmax.cpp: one pass
+    forward, one backward), or None where it is not built (or was built before it existed)."""
+    kernels = load_kernel()
+    return kernels if kernels is not None and hasattr(kernels, "softmax") else None
+
+
 def _unfused_attention(queries, keys, values, scale: float, mask) -> mx.array:
     batch, heads, n_queries, dim = queries.shape
     kv_heads, n_keys = keys.shape[1], keys.shape[2]
     group = heads // kv_heads  # grouped-query attention: `group` query heads share one key/value head
     q = (queries * scale).reshape(batch, kv_heads, group * n_queries, dim)
     scores = (q @ keys.swapaxes(-1, -2)).reshape(batch, heads, n_queries, n_keys)
-    weights = softmax(_masked(scores, mask, n_queries, n_keys))
+    kernel = _softmax_kernel()
+    causal_or_none = mask is None or (isinstance(mask, str) and mask == "causal")
+    if kernel is not None and causal_or_none:
+        weights = kernel.softmax(scores, mask is not None)
+    else:
+        weights = softmax(_masked(scores, mask, n_queries, n_keys))
     out = weights.reshape(batch, kv_heads, group * n_queries, n_keys) @ values
     return out.reshape(batch, heads, n_queries, dim)
 

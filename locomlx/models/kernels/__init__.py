@@ -5,8 +5,10 @@
   weights are eight times fewer bytes, but MLX's CPU `quantized_matmul` runs on one thread with scalar code.
 - `attention.cpp`: a prompt's attention in one pass per query row, masked keys skipped, for prefilling.
   MLX computes it as four full passes over the score matrix, with a scalar exp per element.
+- `swiglu.cpp`: the MLP's SiLU gating and its gradient, one pass each (MLX's backward takes four, on one
+  thread), for prompts, batches and training steps.
 
-Both split their rows over one thread pool (`pool.h`). `python -m locomlx.models.kernels.build` compiles
+All split their rows over one thread pool (`pool.h`). `python -m locomlx.models.kernels.build` compiles
 them against the installed MLX (scripts/setup.sh does). Without them locomlx decodes on float32 weights and
 prefills with MLX's ops: correct, slower.
 """

@@ -33,6 +33,7 @@ using locomlx_kernels::hsum;
 
 void register_attention(nb::module_& m);  // attention.cpp
 void register_swiglu(nb::module_& m);  // swiglu.cpp
+void register_softmax(nb::module_& m);  // softmax.cpp
 
 namespace {
 
@@ -234,4 +235,5 @@ NB_MODULE(_kernels, m) {
   m.def("threads", [] { return pool().size(); }, "Threads the kernel splits its rows across.");
   register_attention(m);
   register_swiglu(m);
+  register_softmax(m);
 }
