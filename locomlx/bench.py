@@ -9,7 +9,8 @@
   the memory bandwidth (measured here by a STREAM-like copy) divided by its weight bytes.
 
 Each inference path runs in its own subprocess: the CBLAS preload is process-wide and
-cannot be undone, and peak memory must be per path.
+cannot be undone, and peak memory must be per path. Paths run once per round, rounds in alternating
+order, and speeds are the median over rounds: on a shared machine one run can drift 15% from the next.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class BenchSettings:
     prompt_tokens: int = 512
     decode_tokens: int = 128
     repeats: int = 3
+    rounds: int = 3  # runs of every path but the plain one, in alternating order: single runs drift by ~15% here
 
 
 def _prompt_ids(vocab_size: int, n: int) -> list[int]:
@@ -360,13 +362,28 @@ def run_bench(settings: BenchSettings, progress=lambda msg: None) -> dict:
     results["adapters"] = _run_worker("adapters", settings)
     paths = (["default", "plain"] + (["transformers"] if transformers_available() else [])
              + (["llamacpp"] if llamacpp_available(settings.base_model) else []))
-    results["inference"] = {}
-    for path in paths:
-        progress(f"inference: {PATHS[path]['label']} ...")
-        results["inference"][path] = _run_worker(path, settings)
+    runs: dict[str, list[dict]] = {path: [] for path in paths}
+    for round_ in range(settings.rounds):
+        # Rounds alternate the order, so a machine that drifts (a neighbour's load, heat) weighs on every path alike;
+        # the plain path, tens of times slower than the others, runs in the first round only.
+        for path in paths if round_ % 2 == 0 else paths[::-1]:
+            if path == "plain" and runs[path]:
+                continue
+            progress(f"round {round_ + 1}/{settings.rounds}: inference: {PATHS[path]['label']} ...")
+            runs[path].append(_run_worker(path, settings))
+    results["inference"] = {path: merged_rounds(done) for path, done in runs.items()}
     progress("memory bandwidth: a STREAM-like copy ...")
     results["bandwidth"] = memory_bandwidth()
     return results
+
+
+def merged_rounds(runs: list[dict]) -> dict:
+    """One path's figures over its rounds: the median speeds, the highest peak memory, each round's speeds."""
+    return {**runs[0],
+            "prefill_tps": statistics.median(r["prefill_tps"] for r in runs),
+            "decode_tps": statistics.median(r["decode_tps"] for r in runs),
+            "peak_memory_mb": max(r["peak_memory_mb"] for r in runs),
+            "rounds": [{"prefill_tps": r["prefill_tps"], "decode_tps": r["decode_tps"]} for r in runs]}
 
 
 def format_report(results: dict) -> str:
@@ -384,7 +401,8 @@ def format_report(results: dict) -> str:
         f"  naive, mlx-lm 4-bit load {a['naive_mlx_lm_4bit_reload_seconds'] * 1e3:10.0f} ms   "
         f"({a['naive_mlx_lm_4bit_reload_seconds'] / a['resident_switch_seconds']:,.0f}x the resident switch)",
         "",
-        f"Inference ({s['prompt_tokens']}-token prefill, {s['decode_tokens']}-token decode; medians of {s['repeats']})",
+        f"Inference ({s['prompt_tokens']}-token prefill, {s['decode_tokens']}-token decode; medians of {s['repeats']} "
+        f"repeats in each of {s.get('rounds', 1)} rounds, in alternating order, one process per path and round)",
         f"  {'path':48s} {'prefill tok/s':>14s} {'decode tok/s':>13s} {'peak MB':>9s}",
     ]
     inference = results["inference"]

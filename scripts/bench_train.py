@@ -3,9 +3,10 @@
 
 All three train the same rank-8 LoRA (every linear layer of every block) on the
 same float32 weights of the embedded model, on the same batches, for the same
-number of steps; each runs in its own process, every trainer once per round, and the rounds alternate
-their order; medians are reported with their range (single runs drift by 15% on a shared machine). Tokens/s counts prompt + answer
-tokens (padding excluded) over the steps after a warm-up.
+number of steps; each runs in its own process, every trainer once per round, and
+the rounds alternate their order; medians are reported with their range (single
+runs drift by 15% on a shared machine). Tokens/s counts prompt + answer tokens
+(padding excluded) over the steps after a warm-up.
 
     python scripts/bench_train.py                 # locomlx vs mlx-lm (vs PEFT if torch + peft are installed)
     python scripts/bench_train.py --steps 40 --rounds 5 --json
@@ -203,7 +204,7 @@ def main() -> None:
     for name, r in results.items():
         ratio = "" if name == "locomlx" else f"   locomlx / {name} = {ours / r['tokens_per_second']:.2f}x"
         spread = f"({min(r['rounds']):.0f}-{max(r['rounds']):.0f})" if args.rounds > 1 else ""
-        print(f"  {name:8s} {r['tokens_per_second']:8.0f} tokens/s {spread:11s}{ratio}")
+        print(f"  {name:8s} {r['tokens_per_second']:8.0f} tokens/s {spread:11s}{ratio}".rstrip())
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ it), the memory-bandwidth measurement behind the physical-limit line, and the re
 
 import importlib.util
 
-from locomlx.bench import PATHS, BenchSettings, _run_worker, format_report, memory_bandwidth
+from locomlx.bench import PATHS, BenchSettings, _run_worker, format_report, memory_bandwidth, merged_rounds
 
 import pytest
 
@@ -35,6 +35,14 @@ def test_the_report_prints_the_llama_cpp_row_and_the_physical_limit():
     assert "memory bandwidth 10.8 GB/s" in report
     limit_row = [line for line in report.splitlines() if line.strip().startswith("locomlx default")][-1]
     assert "538.0" in limit_row and "20.0" in limit_row and "150%" in limit_row  # 10.76e9 / 538e6 = 20 tok/s
+
+
+def test_a_path_over_rounds_reports_its_median_speeds_and_its_highest_peak_memory():
+    runs = [{"prefill_tps": p, "decode_tps": d, "peak_memory_mb": m, "weight_bytes": 1}
+            for p, d, m in ((300.0, 40.0, 900.0), (450.0, 35.0, 1200.0), (400.0, 50.0, 1000.0))]
+    merged = merged_rounds(runs)
+    assert (merged["prefill_tps"], merged["decode_tps"], merged["peak_memory_mb"]) == (400.0, 40.0, 1200.0)
+    assert [r["prefill_tps"] for r in merged["rounds"]] == [300.0, 450.0, 400.0] and merged["weight_bytes"] == 1
 
 
 def test_the_cpu_profile_runs_quick_and_accounts_for_every_op(real_model, tmp_path):

@@ -16,8 +16,10 @@ import click
 @click.option("--decode-tokens", default=128, show_default=True, type=click.IntRange(1), help="Tokens to decode.")
 @click.option("--repeats", default=3, show_default=True, type=click.IntRange(1),
               help="Timed repeats per figure (median).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(1),
+              help="Runs of every path (one process each), in alternating order; speeds are their median.")
 @json_option("the raw results")
-def bench(base_model, prompt_tokens, decode_tokens, repeats, as_json):
+def bench(base_model, prompt_tokens, decode_tokens, repeats, rounds, as_json):
     """Measure adapter switching and inference speed, each against a peer in the same run.
 
     Resident adapter switch and load-from-disk against reloading base +
@@ -29,9 +31,10 @@ def bench(base_model, prompt_tokens, decode_tokens, repeats, as_json):
     Examples:
       locomlx bench
       locomlx bench --prompt-tokens 256 --decode-tokens 64 --json > bench.json
+      locomlx bench --rounds 1        # one run per path: quicker, noisier
     """
     from locomlx.bench import BenchSettings, format_report, run_bench
 
-    results = run_bench(BenchSettings(base_model, prompt_tokens, decode_tokens, repeats),
+    results = run_bench(BenchSettings(base_model, prompt_tokens, decode_tokens, repeats, rounds),
                         progress=lambda msg: click.echo(msg, err=True))
     click.echo(json.dumps(results, indent=2) if as_json else format_report(results))

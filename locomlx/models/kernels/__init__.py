@@ -7,6 +7,8 @@
   MLX computes it as four full passes over the score matrix, with a scalar exp per element.
 - `swiglu.cpp`: the MLP's SiLU gating and its gradient, one pass each (MLX's backward takes four, on one
   thread), for prompts, batches and training steps.
+- `softmax.cpp`: a training step's attention softmax, causal mask included, and its gradient, one pass each
+  (a training step keeps the unfused attention, whose weights its backward reuses).
 
 All split their rows over one thread pool (`pool.h`). `python -m locomlx.models.kernels.build` compiles
 them against the installed MLX (scripts/setup.sh does). Without them locomlx decodes on float32 weights and

@@ -1,4 +1,4 @@
-"""Build the CPU kernels (`_kernels`: qgemv.cpp, attention.cpp, swiglu.cpp) against the installed MLX.
+"""Build the CPU kernels (`_kernels`: qgemv.cpp, attention.cpp, swiglu.cpp, softmax.cpp) against the installed MLX.
 
     python -m locomlx.models.kernels.build        # scripts/setup.sh runs this; needs cmake, a C++20 compiler, nanobind
 
