@@ -5,7 +5,9 @@ The same greedy answers to the same prompts (HumanEval-style instructions of var
 on the embedded model: locomlx batched (how `locomlx eval` runs), the same batches with the shared
 prompt prefix prefilled for every row (engine/prefix.py switched off), locomlx one prompt at a time,
 and transformers' batched `generate` on the same float32 weights (if torch is installed).
-Throughput is generated tokens per second of wall time; each engine runs in its own process.
+Throughput is generated tokens per second of wall time; each engine runs in its own process, once per round,
+the rounds in alternating order, and medians over the rounds are reported (one run drifts by 15% on a shared
+machine).
 
     python scripts/bench_eval.py
     python scripts/bench_eval.py --prompts 32 --max-tokens 64 --json
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import statistics
 import sys
 import time
 
@@ -89,6 +92,8 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Runs of each engine, in alternating order; medians are reported [3].")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--worker", choices=["locomlx", "transformers"], help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -102,31 +107,37 @@ def main() -> None:
     from locomlx.bench import run_isolated
 
     workers = ["locomlx"] + (["transformers"] if importlib.util.find_spec("torch") else [])
-    results = {}
-    for name in workers:
-        print(f"generating with {name} ...", file=sys.stderr)
-        results[name] = run_isolated([sys.executable, __file__, "--worker", name, "--prompts", str(args.prompts),
-                                      "--max-tokens", str(args.max_tokens), "--batch-size", str(args.batch_size)],
-                                     without_blas=name == "transformers")
+    runs: dict[str, list[dict]] = {name: [] for name in workers}
+    for round_ in range(args.rounds):
+        # Rounds alternate the order, so a machine that drifts (a neighbour's load, heat) weighs on both alike.
+        for name in workers if round_ % 2 == 0 else workers[::-1]:
+            print(f"round {round_ + 1}/{args.rounds}: generating with {name} ...", file=sys.stderr)
+            runs[name].append(run_isolated([sys.executable, __file__, "--worker", name, "--prompts",
+                                            str(args.prompts), "--max-tokens", str(args.max_tokens),
+                                            "--batch-size", str(args.batch_size)],
+                                           without_blas=name == "transformers"))
     if args.json:
-        print(json.dumps({"settings": settings, "results": results}, indent=2))
+        print(json.dumps({"settings": settings, "results": runs}, indent=2))
         return
 
-    def tps(r):
-        return r["tokens"] / r["seconds"]
+    def tps(name: str, kind: str) -> tuple[float, str]:
+        """The median tokens/s of `kind` over the rounds, and their range."""
+        speeds = [r[kind]["tokens"] / r[kind]["seconds"] for r in runs[name]]
+        return statistics.median(speeds), f"({min(speeds):.0f}-{max(speeds):.0f})" if len(speeds) > 1 else ""
 
-    ours = tps(results["locomlx"]["batched"])
-    single = tps(results["locomlx"]["one_at_a_time"])
+    (ours, ours_range), (single, _) = tps("locomlx", "batched"), tps("locomlx", "one_at_a_time")
+    unshared, _ = tps("locomlx", "batched_unshared_prefix")
+    same = all(r["same_answers"] for r in runs["locomlx"])
     print(f"Greedy answers to {args.prompts} prompts, up to {args.max_tokens} tokens each, "
-          f"batches of {args.batch_size}, SmolLM2-135M")
-    unshared = tps(results["locomlx"]["batched_unshared_prefix"])
-    print(f"  locomlx batched        {ours:7.1f} tokens/s")
+          f"batches of {args.batch_size}, SmolLM2-135M; medians of {args.rounds} rounds (each in its own process)")
+    print(f"  locomlx batched        {ours:7.1f} tokens/s {ours_range}")
     print(f"  ... prefix not shared  {unshared:7.1f} tokens/s   shared / not shared = {ours / unshared:.2f}x")
     print(f"  locomlx one at a time  {single:7.1f} tokens/s   batched / one at a time = {ours / single:.2f}x "
-          f"(same answers: {results['locomlx']['same_answers']})")
-    if "transformers" in results:
-        theirs = tps(results["transformers"]["batched"])
-        print(f"  transformers batched   {theirs:7.1f} tokens/s   locomlx / transformers = {ours / theirs:.2f}x")
+          f"(same answers: {same})")
+    if "transformers" in runs:
+        theirs, theirs_range = tps("transformers", "batched")
+        print(f"  transformers batched   {theirs:7.1f} tokens/s {theirs_range}   "
+              f"locomlx / transformers = {ours / theirs:.2f}x")
 
 
 if __name__ == "__main__":

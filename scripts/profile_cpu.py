@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where a prefill, a decode step and a training step spend their time on this CPU, op by op.
+"""Where a prefill, a decode step (one row and a batch) and a training step spend their time on this CPU, op by op.
 
 Every module of the embedded model on the default path (float32 + preloaded CBLAS) is wrapped in a
 timer that evaluates its inputs first and its output last, so each op's time is its own (exclusive
@@ -194,6 +194,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt-tokens", type=int, default=512)
     parser.add_argument("--decode-steps", type=int, default=32)
+    parser.add_argument("--batch-rows", type=int, default=16, help="Rows of the batched decode step.")
     parser.add_argument("--train-batch", type=int, default=4)
     parser.add_argument("--train-tokens", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
@@ -202,6 +203,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.prompt_tokens, args.decode_steps, args.train_batch, args.train_tokens, args.repeats = 32, 4, 2, 32, 1
+        args.batch_rows = 4
 
     from locomlx import blas
     from locomlx.models.anatomy import forward_split
@@ -228,21 +230,30 @@ def main() -> None:
 
         sections["prefill"] = profiled(ledger, prefill, args.repeats) + (f"{args.prompt_tokens}-token prompt",)
 
-        cache = make_prompt_cache(model)
-        mx.eval(model(prompt[:, :16], cache=cache))
-        token = mx.array([[42]])
+        def decoding(rows: int, prompt_length: int):
+            """Decode steps of `rows` rows, one token each, after a prompt of `prompt_length` tokens."""
+            cache = make_prompt_cache(model)
+            mx.eval(model(mx.repeat(prompt[:, :prompt_length], rows, axis=0), cache=cache))
+            token = mx.full((rows, 1), 42, mx.int32)
 
-        def decode_steps():
-            for c in cache:  # every run decodes the same positions
-                c.offset = 16
-            out = None
-            for _ in range(args.decode_steps):
-                out = model(token, cache=cache)
-                mx.eval(out)
-            return out
+            def steps():
+                for c in cache:  # every run decodes the same positions
+                    c.offset = prompt_length
+                out = None
+                for _ in range(args.decode_steps):
+                    out = model(token, cache=cache)
+                    mx.eval(out)
+                return out
 
-        sections["decode step"] = profiled(ledger, decode_steps, args.repeats, args.decode_steps) + (
+            return steps
+
+        sections["decode step"] = profiled(ledger, decoding(1, 16), args.repeats, args.decode_steps) + (
             f"one token after a 16-token prompt, mean of {args.decode_steps} uncompiled steps",)
+        context = min(48, args.prompt_tokens)
+        sections["batched decode step"] = profiled(ledger, decoding(args.batch_rows, context), args.repeats,
+                                                   args.decode_steps) + (
+            f"{args.batch_rows} rows, one token each after {context}-token prompts, mean of {args.decode_steps} "
+            "uncompiled steps: the model's part of a step of `locomlx eval`'s batches",)
 
         model = load_base(resolve_model(None), "float32").model  # the training copy, with LoRA layers
         add_lora_layers(model, TrainConfig(dataset="-", output="-", lora_rank=8, lora_alpha=16))
@@ -310,7 +321,7 @@ def main() -> None:
                   "backward less the ops' own, which the fused graph may overlap or spend differently).", "",
                   "| op | forward ms | backward ms | backward / forward | share of the step | calls |",
                   "|---|---:|---:|---:|---:|---:|"]
-        lines += [f"| {op} | {f * 1000:.2f} | {b * 1000:.2f} | {b / f if f > 0 else float('nan'):.2f}x | "
+        lines += [f"| {op} | {f * 1000:.2f} | {b * 1000:.2f} | {f'{b / f:.2f}x' if f > 0 and b > 0 else ''} | "
                   f"{(f + b) / step:.1%} | {'' if n is None else f'{n:g}'} |" for op, (f, b, n) in ranked]
         lines.append("")
     lines += ["## training step, whole", "",

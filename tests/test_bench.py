@@ -56,7 +56,8 @@ def test_the_cpu_profile_runs_quick_and_accounts_for_every_op(real_model, tmp_pa
                           timeout=600)
     assert done.returncode == 0, done.stderr
     text = out.read_text()
-    for section in ("## prefill", "## decode step", "## training step (", "## training step, whole"):
+    for section in ("## prefill", "## decode step", "## batched decode step", "## training step (",
+                    "## training step, whole"):
         assert section in text
     for op in ("| q_proj |", "| attention core |", "| lm head |", "| rms norm |", "| forward + backward |"):
         assert op in text
