@@ -35,6 +35,13 @@ constexpr int64_t kParallelMin = 1 << 15;  // below this many elements one threa
 
 inline float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
+#ifdef LOCOMLX_AVX2
+inline __m256 sigmoid256(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.0f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+#endif
+
 // Runs body(lo, hi) over [0, n) in one chunk per pool thread, chunk bounds on multiples of 8 floats.
 template <typename Body>
 void split(int64_t n, Body body) {
@@ -54,11 +61,9 @@ void forward(const float* gate, const float* up, float* out, int64_t n) {
   split(n, [=](int64_t lo, int64_t hi) {
     int64_t i = lo;
 #ifdef LOCOMLX_AVX2
-    const __m256 one = _mm256_set1_ps(1.0f);
     for (; i + 8 <= hi; i += 8) {
       __m256 g = _mm256_loadu_ps(gate + i);
-      __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), g))));
-      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, s), _mm256_loadu_ps(up + i)));
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_mul_ps(g, sigmoid256(g)), _mm256_loadu_ps(up + i)));
     }
 #endif
     for (; i < hi; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
@@ -74,7 +79,7 @@ void backward(const float* gate, const float* up, const float* cot, float* d_gat
     for (; i + 8 <= hi; i += 8) {
       __m256 g = _mm256_loadu_ps(gate + i);
       __m256 c = _mm256_loadu_ps(cot + i);
-      __m256 s = _mm256_div_ps(one, _mm256_add_ps(one, exp256(_mm256_sub_ps(_mm256_setzero_ps(), g))));
+      __m256 s = sigmoid256(g);
       __m256 silu = _mm256_mul_ps(g, s);
       __m256 slope = _mm256_mul_ps(s, _mm256_fmadd_ps(g, _mm256_sub_ps(one, s), one));
       _mm256_storeu_ps(d_gate + i, _mm256_mul_ps(_mm256_mul_ps(c, _mm256_loadu_ps(up + i)), slope));
