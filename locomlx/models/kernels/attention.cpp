@@ -31,21 +31,13 @@ namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
 #ifdef LOCOMLX_AVX2
-using locomlx_kernels::exp256;
 using locomlx_kernels::hsum;
 #endif
+using locomlx_kernels::exp_shifted_sum;
+using locomlx_kernels::row_max;
 
 namespace {
 
-#ifdef LOCOMLX_AVX2
-inline float hmax(__m256 v) {
-  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
-  return _mm_cvtss_f32(s);
-}
-
-#endif
 
 // One query row: out = softmax(scale * q . k_j for lo <= j < n, where `allowed` (if given) is true) . v_j,
 // with `scores` as scratch; a row with no allowed key is zeros (a padding row, which no later step reads).
@@ -75,23 +67,8 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
       for (int c = 1; c < C; ++c) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
       scores[j] = allowed && !allowed[j] ? -INFINITY : hsum(acc);
     }
-    int j8 = n / 8 * 8;
-    __m256 mv = _mm256_set1_ps(-INFINITY);
-    for (int j = 0; j < j8; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(scores + j));
-    float m = hmax(mv);
-    for (int j = j8; j < n; ++j) m = std::max(m, scores[j]);
-    __m256 sv = _mm256_setzero_ps();
-    __m256 mb = _mm256_set1_ps(m);
-    for (int j = 0; j < j8; j += 8) {
-      __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(scores + j), mb));
-      _mm256_storeu_ps(scores + j, e);
-      sv = _mm256_add_ps(sv, e);
-    }
-    float total = hsum(sv);
-    for (int j = j8; j < n; ++j) {
-      scores[j] = std::exp(scores[j] - m);
-      total += scores[j];
-    }
+    const float m = row_max(scores, n);
+    const float total = exp_shifted_sum(scores, scores, n, m);
     __m256 acc[C];
     for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
     for (int j = 0; j < n; ++j) {
@@ -111,11 +88,7 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
     scores[j] = allowed && !allowed[j] ? -INFINITY : s * scale;
     m = std::max(m, scores[j]);
   }
-  float total = 0.0f;
-  for (int j = 0; j < n; ++j) {
-    scores[j] = std::exp(scores[j] - m);
-    total += scores[j];
-  }
+  const float total = exp_shifted_sum(scores, scores, n, m);
   for (int d = 0; d < D; ++d) out[d] = 0.0f;
   for (int j = 0; j < n; ++j) {
     for (int d = 0; d < D; ++d) out[d] += scores[j] * v[static_cast<size_t>(j) * D + d];

@@ -1,6 +1,9 @@
-// The AVX2 helpers the CPU kernels share; LOCOMLX_AVX2 is defined where the compiler targets AVX2 and FMA.
+// The vector helpers the CPU kernels share; LOCOMLX_AVX2 is defined where the compiler targets AVX2 and FMA.
 
 #pragma once
+
+#include <algorithm>
+#include <cmath>
 
 #if defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
@@ -13,6 +16,14 @@ inline float hsum(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+  return _mm_cvtss_f32(s);
+}
+
+// The largest of a vector's eight lanes.
+inline float hmax(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_shuffle_ps(s, s, 1));
   return _mm_cvtss_f32(s);
 }
 
@@ -37,3 +48,42 @@ inline __m256 exp256(__m256 x) {
 
 }  // namespace locomlx_kernels
 #endif
+
+namespace locomlx_kernels {
+
+// The largest of x[0, n).
+inline float row_max(const float* x, int n) {
+  float m = -INFINITY;
+  int j = 0;
+#ifdef LOCOMLX_AVX2
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + j));
+  m = hmax(mv);
+#endif
+  for (; j < n; ++j) m = std::max(m, x[j]);
+  return m;
+}
+
+// out[j] = exp(in[j] - m) for j in [0, n), `in` may be `out`; returns their sum (a softmax row's numerators and
+// denominator, with m the row's maximum).
+inline float exp_shifted_sum(const float* in, float* out, int n, float m) {
+  float total = 0.0f;
+  int j = 0;
+#ifdef LOCOMLX_AVX2
+  __m256 sv = _mm256_setzero_ps();
+  const __m256 mb = _mm256_set1_ps(m);
+  for (; j + 8 <= n; j += 8) {
+    __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(in + j), mb));
+    _mm256_storeu_ps(out + j, e);
+    sv = _mm256_add_ps(sv, e);
+  }
+  total = hsum(sv);
+#endif
+  for (; j < n; ++j) {
+    out[j] = std::exp(in[j] - m);
+    total += out[j];
+  }
+  return total;
+}
+
+}  // namespace locomlx_kernels

@@ -26,9 +26,10 @@ namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
 #ifdef LOCOMLX_AVX2
-using locomlx_kernels::exp256;
 using locomlx_kernels::hsum;
 #endif
+using locomlx_kernels::exp_shifted_sum;
+using locomlx_kernels::row_max;
 
 namespace {
 
@@ -54,44 +55,14 @@ void over_rows(const Rows& rows, Body body) {
   }
 }
 
-float row_max(const float* x, int n) {
-  float m = -INFINITY;
-  int j = 0;
-#ifdef LOCOMLX_AVX2
-  __m256 mv = _mm256_set1_ps(-INFINITY);
-  for (; j + 8 <= n; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(x + j));
-  float lanes[8];
-  _mm256_storeu_ps(lanes, mv);
-  for (float v : lanes) m = std::max(m, v);
-#endif
-  for (; j < n; ++j) m = std::max(m, x[j]);
-  return m;
-}
-
 void forward(const float* scores, float* weights, const Rows& rows) {
   over_rows(rows, [&](int64_t row) {
     const float* x = scores + row * rows.keys;
     float* w = weights + row * rows.keys;
     const int n = rows.allowed(row);
-    const float m = row_max(x, n);
-    float total = 0.0f;
-    int j = 0;
-#ifdef LOCOMLX_AVX2
-    __m256 sv = _mm256_setzero_ps();
-    const __m256 mb = _mm256_set1_ps(m);
-    for (; j + 8 <= n; j += 8) {
-      __m256 e = exp256(_mm256_sub_ps(_mm256_loadu_ps(x + j), mb));
-      _mm256_storeu_ps(w + j, e);
-      sv = _mm256_add_ps(sv, e);
-    }
-    total = hsum(sv);
-#endif
-    for (; j < n; ++j) {
-      w[j] = std::exp(x[j] - m);
-      total += w[j];
-    }
+    const float total = exp_shifted_sum(x, w, n, row_max(x, n));
     const float inv = 1.0f / total;
-    j = 0;
+    int j = 0;
 #ifdef LOCOMLX_AVX2
     const __m256 iv = _mm256_set1_ps(inv);
     for (; j + 8 <= n; j += 8) _mm256_storeu_ps(w + j, _mm256_mul_ps(_mm256_loadu_ps(w + j), iv));
