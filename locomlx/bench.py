@@ -316,17 +316,17 @@ def _random_adapter(path: Path, engine, rank: int, seed: int) -> Path:
     return path
 
 
-def run_isolated(args: list[str], without_blas: bool = False) -> dict:
+def run_isolated(args: list[str], without_blas: bool = False, env: dict[str, str] | None = None) -> dict:
     """Run a measurement in a fresh interpreter and return the JSON object it prints last.
 
     A fresh process per measured path: the CBLAS preload cannot be undone, and peak memory
     must be per path. `without_blas` is for the plain-MLX path and for torch, which a
     preloaded BLAS slows several times over (its threads fight torch's OpenMP pool).
     """
-    env = dict(os.environ)
+    settings = {**os.environ, **(env or {})}  # `env`: variables set for this run only
     if without_blas:
-        env["LOCOMLX_BLAS"] = "none"
-    done = subprocess.run(args, capture_output=True, text=True, env=env)
+        settings["LOCOMLX_BLAS"] = "none"
+    done = subprocess.run(args, capture_output=True, text=True, env=settings)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker {' '.join(args[1:3])} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -363,18 +363,23 @@ def run_bench(settings: BenchSettings, progress=lambda msg: None) -> dict:
     paths = (["default", "plain"] + (["transformers"] if transformers_available() else [])
              + (["llamacpp"] if llamacpp_available(settings.base_model) else []))
     runs: dict[str, list[dict]] = {path: [] for path in paths}
-    for round_ in range(settings.rounds):
-        # Rounds alternate the order, so a machine that drifts (a neighbour's load, heat) weighs on every path alike;
-        # the plain path, tens of times slower than the others, runs in the first round only.
-        for path in paths if round_ % 2 == 0 else paths[::-1]:
-            if path == "plain" and runs[path]:
-                continue
-            progress(f"round {round_ + 1}/{settings.rounds}: inference: {PATHS[path]['label']} ...")
-            runs[path].append(_run_worker(path, settings))
+    for round_, path in alternating_rounds(paths, settings.rounds):
+        if path == "plain" and runs[path]:  # tens of times slower than the others: the first round only
+            continue
+        progress(f"round {round_}/{settings.rounds}: inference: {PATHS[path]['label']} ...")
+        runs[path].append(_run_worker(path, settings))
     results["inference"] = {path: merged_rounds(done) for path, done in runs.items()}
     progress("memory bandwidth: a STREAM-like copy ...")
     results["bandwidth"] = memory_bandwidth()
     return results
+
+
+def alternating_rounds(names: list[str], rounds: int):
+    """(round, name) for every name in each of `rounds` rounds (numbered from 1), each round in the reverse order
+    of the one before: a machine that drifts (a neighbour's load, heat) then weighs on every name alike."""
+    for round_ in range(rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            yield round_ + 1, name
 
 
 def merged_rounds(runs: list[dict]) -> dict:

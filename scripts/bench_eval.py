@@ -104,18 +104,16 @@ def main() -> None:
         locomlx.keep_freed_memory()  # a worker owns its process, as `locomlx` does (locomlx/heap.py)
         print(json.dumps((run_locomlx if args.worker == "locomlx" else run_transformers)(settings)))
         return
-    from locomlx.bench import run_isolated
+    from locomlx.bench import alternating_rounds, run_isolated
 
     workers = ["locomlx"] + (["transformers"] if importlib.util.find_spec("torch") else [])
     runs: dict[str, list[dict]] = {name: [] for name in workers}
-    for round_ in range(args.rounds):
-        # Rounds alternate the order, so a machine that drifts (a neighbour's load, heat) weighs on both alike.
-        for name in workers if round_ % 2 == 0 else workers[::-1]:
-            print(f"round {round_ + 1}/{args.rounds}: generating with {name} ...", file=sys.stderr)
-            runs[name].append(run_isolated([sys.executable, __file__, "--worker", name, "--prompts",
-                                            str(args.prompts), "--max-tokens", str(args.max_tokens),
-                                            "--batch-size", str(args.batch_size)],
-                                           without_blas=name == "transformers"))
+    for round_, name in alternating_rounds(workers, args.rounds):
+        print(f"round {round_}/{args.rounds}: generating with {name} ...", file=sys.stderr)
+        runs[name].append(run_isolated([sys.executable, __file__, "--worker", name, "--prompts",
+                                        str(args.prompts), "--max-tokens", str(args.max_tokens),
+                                        "--batch-size", str(args.batch_size)],
+                                       without_blas=name == "transformers"))
     if args.json:
         print(json.dumps({"settings": settings, "results": runs}, indent=2))
         return

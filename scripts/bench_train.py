@@ -180,18 +180,16 @@ def main() -> None:
     if args.worker:
         print(json.dumps(RUNNERS[args.worker](settings)))
         return
-    from locomlx.bench import run_isolated
+    from locomlx.bench import alternating_rounds, run_isolated
 
     names = ["locomlx", "mlx_lm"]
     if all(importlib.util.find_spec(m) for m in ("torch", "peft", "transformers")):
         names.append("peft")
     runs: dict[str, list[dict]] = {name: [] for name in names}
-    for round_ in range(args.rounds):
-        # Rounds alternate the order, so a machine that drifts (a neighbour's load, heat) weighs on every trainer alike.
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            print(f"round {round_ + 1}/{args.rounds}: training with {name} ...", file=sys.stderr)
-            runs[name].append(run_isolated([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
-                                            "--batch-size", str(args.batch_size)], without_blas=name == "peft"))
+    for round_, name in alternating_rounds(names, args.rounds):
+        print(f"round {round_}/{args.rounds}: training with {name} ...", file=sys.stderr)
+        runs[name].append(run_isolated([sys.executable, __file__, "--worker", name, "--steps", str(args.steps),
+                                        "--batch-size", str(args.batch_size)], without_blas=name == "peft"))
     results = {name: {"tokens_per_second": statistics.median(r["tokens_per_second"] for r in rs),
                       "rounds": [r["tokens_per_second"] for r in rs], "timed_steps": rs[0]["timed_steps"]}
                for name, rs in runs.items()}

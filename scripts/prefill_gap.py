@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
@@ -132,25 +131,15 @@ def main() -> None:
     if args.worker:
         print(json.dumps(mlx_worker() if args.worker == "mlx" else torch_worker()))
         return
-    from locomlx.bench import run_isolated, transformers_available
+    from locomlx.bench import alternating_rounds, run_isolated, transformers_available
 
     names = [n for n in VARIANTS if n != "transformers" or transformers_available()]
     runs: dict[str, list[dict]] = {n: [] for n in names}
-    for round_ in range(args.rounds):
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            print(f"round {round_ + 1}/{args.rounds}: {name} ...", file=sys.stderr)
-            saved = {k: os.environ.get(k) for k in VARIANTS[name]}
-            os.environ.update(VARIANTS[name])
-            try:
-                runs[name].append(run_isolated([sys.executable, __file__, "--worker",
-                                                "torch" if name == "transformers" else "mlx"],
-                                               without_blas=name == "transformers"))
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key)
-                    else:
-                        os.environ[key] = value
+    for round_, name in alternating_rounds(names, args.rounds):
+        print(f"round {round_}/{args.rounds}: {name} ...", file=sys.stderr)
+        runs[name].append(run_isolated([sys.executable, __file__, "--worker",
+                                        "torch" if name == "transformers" else "mlx"],
+                                       without_blas=name == "transformers", env=VARIANTS[name]))
     medians = {n: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for n, rs in runs.items()}
     for figures in medians.values():
         rest = figures.get("blocks without their products", figures.get("outside aten::mm (profiled)"))

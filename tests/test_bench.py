@@ -3,7 +3,15 @@ it), the memory-bandwidth measurement behind the physical-limit line, and the re
 
 import importlib.util
 
-from locomlx.bench import PATHS, BenchSettings, _run_worker, format_report, memory_bandwidth, merged_rounds
+from locomlx.bench import (
+    PATHS,
+    BenchSettings,
+    _run_worker,
+    alternating_rounds,
+    format_report,
+    memory_bandwidth,
+    merged_rounds,
+)
 
 import pytest
 
@@ -43,6 +51,11 @@ def test_a_path_over_rounds_reports_its_median_speeds_and_its_highest_peak_memor
     merged = merged_rounds(runs)
     assert (merged["prefill_tps"], merged["decode_tps"], merged["peak_memory_mb"]) == (400.0, 40.0, 1200.0)
     assert [r["prefill_tps"] for r in merged["rounds"]] == [300.0, 450.0, 400.0] and merged["weight_bytes"] == 1
+
+
+def test_rounds_alternate_their_order_so_drift_weighs_on_every_engine_alike():
+    assert list(alternating_rounds(["a", "b", "c"], 3)) == [(1, "a"), (1, "b"), (1, "c"), (2, "c"), (2, "b"),
+                                                            (2, "a"), (3, "a"), (3, "b"), (3, "c")]
 
 
 def test_the_cpu_profile_runs_quick_and_accounts_for_every_op(real_model, tmp_path):
