@@ -119,12 +119,18 @@ def _swiglu_vjp(primals, cotangent, output):
     return across_cores(_swiglu_backward, *primals, cotangent)
 
 
+def _kernels_with(name: str):
+    """The compiled kernels (locomlx/models/kernels) where they are built and hold `name`, else None: a build
+    older than the kernel lacks it (scripts/setup.sh rebuilds then)."""
+    kernels = load_kernel()
+    return kernels if kernels is not None and hasattr(kernels, name) else None
+
+
 @lru_cache(maxsize=None)
 def _swiglu_kernel():
     """The compiled SiLU gating (locomlx/models/kernels/swiglu.cpp: one pass forward, one backward, on the
     kernels' threads), or None where it is not built (or was built before it existed)."""
-    kernels = load_kernel()
-    return kernels if kernels is not None and hasattr(kernels, "swiglu") else None
+    return _kernels_with("swiglu")
 
 
 def swiglu(gate: mx.array, up: mx.array) -> mx.array:
@@ -178,16 +184,14 @@ def unfused_attention():
 def _attention_kernel():
     """The compiled fused attention (locomlx/models/kernels/attention.cpp), or None where it is not built
     (or was built before it existed: scripts/setup.sh rebuilds then)."""
-    kernels = load_kernel()
-    return kernels if kernels is not None and hasattr(kernels, "attention") else None
+    return _kernels_with("attention")
 
 
 @lru_cache(maxsize=None)
 def _softmax_kernel():
     """The compiled attention softmax with its causal mask (locomlx/models/kernels/softmax.cpp: one pass
     forward, one backward), or None where it is not built (or was built before it existed)."""
-    kernels = load_kernel()
-    return kernels if kernels is not None and hasattr(kernels, "softmax") else None
+    return _kernels_with("softmax")
 
 
 def _unfused_attention(queries, keys, values, scale: float, mask) -> mx.array:
