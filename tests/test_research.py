@@ -141,10 +141,36 @@ def test_the_data_size_study_trains_each_size_with_replay_in_proportion_and_reus
     assert (trained / "adapter_config.json").is_file()
     assert len((trained / "training" / "dataset.jsonl").read_text().splitlines()) == 25
     stamp = (trained / "adapter_model.safetensors").stat().st_mtime_ns
-    again = _run_quick("data_size_study.py", two_domains, out, "--domains", "sentiment,spam", "--work", str(work))
+    again = _run_quick("data_size_study.py", two_domains, out, "--domains", "sentiment", "--work", str(work))
     assert (trained / "adapter_model.safetensors").stat().st_mtime_ns == stamp  # found, not retrained
     assert again["domains"][0]["rows"][0]["score"] == facts["domains"][0]["rows"][0]["score"]
-    assert "## The answer" in out.with_suffix(".md").read_text()
+    # the rerun redid sentiment only; spam stays on the page, with the command that measured it
+    assert [d["domain"] for d in again["domains"]] == ["sentiment", "spam"]
+    assert again["domains"][1] == {**facts["domains"][1], "written_by": again["domains"][1]["written_by"]}
+    page = out.with_suffix(".md").read_text()
+    assert "--domains sentiment` (" in page and "--domains sentiment,spam` (" in page and "min: spam)" in page
+    assert "## The answer" in page and page.count("## spam") == 1
+
+
+def test_a_study_page_keeps_other_domains_only_when_measured_under_the_same_conditions(tmp_path, capsys):
+    sys.path.insert(0, str(SCRIPTS))
+    from study_files import with_kept_domains, written_by
+
+    out = tmp_path / "page"
+    first = {"limit": 50, "seconds": 60.0, "domains": [{"domain": "math"}, {"domain": "spam"}]}
+    out.with_suffix(".json").write_text(json.dumps(with_kept_domains(out, first, "study --limit 50", ("limit",))))
+    second = with_kept_domains(out, {"limit": 50, "seconds": 120.0, "domains": [{"domain": "spam"}]},
+                               "study --limit 50 --domains spam", ("limit",))
+    assert [d["domain"] for d in second["domains"]] == ["spam", "math"]
+    assert written_by(second) == ("`study --limit 50 --domains spam` (2.0 min: spam) and "
+                                  "`study --limit 50` (1.0 min: math)")
+    other = with_kept_domains(out, {"limit": 100, "seconds": 60.0, "domains": [{"domain": "spam"}]},
+                              "study --limit 100", ("limit",))
+    assert [d["domain"] for d in other["domains"]] == ["spam"] and written_by(other) == "`study --limit 100` (1.0 min)"
+    assert "measured with other limit" in capsys.readouterr().err
+    out.with_suffix(".json").write_text(json.dumps(first))  # a page that names no command cannot be joined
+    with pytest.raises(SystemExit, match="does not say which command measured math"):
+        with_kept_domains(out, {"limit": 50, "seconds": 1.0, "domains": [{"domain": "spam"}]}, "study", ("limit",))
 
 
 def test_the_re2_votes_study_chooses_a_temperature_and_compares_every_decoding_with_greedy(two_domains, tmp_path):

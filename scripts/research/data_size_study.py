@@ -37,7 +37,7 @@ from locomlx.scoring.stats import paired_p_value
 
 from study_data import BUILDERS, built_pool, stored_rows
 from study_domains import comma_list, studied_adapters
-from study_files import interval, study_command, write_study
+from study_files import interval, study_command, with_kept_domains, write_study, written_by
 from study_training import own_examples, train_variant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,10 +121,10 @@ def _plot(facts: dict):
     return fig
 
 
-def _markdown(facts: dict, command: str, plot: Path) -> str:
+def _markdown(facts: dict, plot: Path) -> str:
     n = facts["limit"] or "all"
     lines = ["# How much data does a specialist need?", "",
-             f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
+             f"Written by {written_by(facts)}. Library `{facts['library']}`, base "
              f"`{facts['base_model']}`; {n} examples of each domain's benchmark. Each adapter is trained on the first "
              "n examples of one seeded pool with the recipe of the library's adapter for its domain, replay in the "
              "same share. Intervals: 95% bootstrap; p: paired test (McNemar for 0/1 scores, paired bootstrap "
@@ -174,8 +174,9 @@ def main() -> None:
     if args.quick:
         sizes, args.limit, pool_from = (25, 50), 8, "stored"
     facts = run(library_dir(args.adapters_dir), domains, sizes, Path(args.work), pool_from, args.limit)
-    command = study_command(__file__)
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
+    facts = with_kept_domains(Path(args.out), facts, study_command(__file__),
+                              ("library", "base_model", "limit"))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from locomlx.registry import load_registry
 from locomlx.train.config import recorded_recipe
 
 from study_domains import comma_list, studied_adapters
-from study_files import interval, study_command, write_study
+from study_files import interval, study_command, with_kept_domains, write_study, written_by
 from study_training import train_variant
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -126,10 +126,10 @@ def _plot(facts: dict):
     return fig
 
 
-def _markdown(facts: dict, command: str, plot: Path) -> str:
+def _markdown(facts: dict, plot: Path) -> str:
     n = facts["limit"] or "all"
     lines = ["# Do ensembles of same-domain adapters beat the best single one?", "",
-             f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
+             f"Written by {written_by(facts)}. Library `{facts['library']}`, base "
              f"`{facts['base_model']}`; {n} examples of each benchmark, each active adapter's own settings. "
              "Intervals: 95% bootstrap; p: paired test against the best single member (chosen on this benchmark, "
              "which favours it); cost: generation time per question over the best member's.", ""]
@@ -179,8 +179,9 @@ def main() -> None:
     if unknown:
         parser.error(f"--variants: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
     facts = run(library_dir(args.adapters_dir), comma_list(args.domains), kinds, Path(args.work), limit, votes)
-    command = study_command(__file__)
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
+    facts = with_kept_domains(Path(args.out), facts, study_command(__file__),
+                              ("library", "base_model", "limit", "votes"))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ from locomlx.registry import load_registry
 
 from study_data import BUILDERS, built_pool, stored_rows
 from study_domains import comma_list, studied_adapters
-from study_files import interval, study_command, write_study
+from study_files import interval, study_command, with_kept_domains, write_study, written_by
 
 ROOT = Path(__file__).resolve().parents[2]
 VOTES = (1, 5, 9, 15)
@@ -186,10 +186,10 @@ def _plot(facts: dict):
     return fig
 
 
-def _markdown(facts: dict, command: str, plot: Path) -> str:
+def _markdown(facts: dict, plot: Path) -> str:
     n = facts["limit"] or "all"
     lines = ["# RE2 and self-consistency: gain against compute", "",
-             f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
+             f"Written by {written_by(facts)}. Library `{facts['library']}`, base "
              f"`{facts['base_model']}`; {n} examples of each benchmark, each adapter's own settings. The vote "
              "temperature is chosen per domain at 5 votes on validation questions the adapter never trained on. "
              f"Each question has one pool of {facts['pool']} samples per RE2 setting; k votes are the vote over its "
@@ -239,8 +239,9 @@ def main() -> None:
     domains = comma_list(args.domains)
     facts = run(library_dir(args.adapters_dir), domains, votes, temperatures, args.limit, Path(args.work), validation,
                 args.quick)
-    command = study_command(__file__)
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
+    facts = with_kept_domains(Path(args.out), facts, study_command(__file__),
+                              ("library", "base_model", "limit", "pool"))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,47 @@ def study_command(script: str) -> str:
     return " ".join(["python", f"scripts/research/{Path(script).name}", *map(shlex.quote, shown)])
 
 
+def with_kept_domains(out: Path, facts: dict, command: str, same: tuple[str, ...]) -> dict:
+    """`facts` with each of its domains stamped with the command and run time that measured it, followed by the
+    domains of the page already at OUT.json that this run did not redo, if that page was measured under the same
+    conditions (`same`: the keys of the facts that must agree, such as the library, base and limit). So a study
+    too long for one sitting is completed a few domains at a time, and every section of its page names the
+    command that wrote it; a page measured otherwise is replaced, with a notice."""
+    stamp = {"command": command, "seconds": facts["seconds"]}
+    redone = [{**d, "written_by": stamp} for d in facts["domains"]]
+    old_path = out.with_suffix(".json")
+    old = json.loads(old_path.read_text(encoding="utf-8")) if old_path.is_file() else None
+    kept = []
+    if old is not None:
+        differing = [key for key in same if old.get(key) != facts.get(key)]
+        if differing:
+            print(f"note: {old_path} was measured with other {', '.join(differing)}; its other domains are not kept",
+                  file=sys.stderr)
+        else:
+            done = {d["domain"] for d in redone}
+            fallback = {"command": old.get("command"), "seconds": old.get("seconds")}
+            kept = [{**d, "written_by": d.get("written_by", fallback)}
+                    for d in old["domains"] if d["domain"] not in done]
+            unknown = [d["domain"] for d in kept if not d["written_by"]["command"]]
+            if unknown:
+                sys.exit(f"error: {old_path} does not say which command measured {', '.join(unknown)}; rerun "
+                         "those domains too (--domains), or move the old page away.")
+    return {**facts, "command": command, "domains": redone + kept}
+
+
+def written_by(facts: dict) -> str:
+    """The page's "written by" clause: each command with its run time and, when the page joins several runs, the
+    domains it measured."""
+    runs: dict[str, tuple[float, list[str]]] = {}
+    for d in facts["domains"]:
+        runs.setdefault(d["written_by"]["command"], (d["written_by"]["seconds"], []))[1].append(d["domain"])
+    if len(runs) == 1:
+        ((command, (seconds, _)),) = runs.items()
+        return f"`{command}` ({seconds / 60:.1f} min)"
+    return " and ".join(f"`{command}` ({seconds / 60:.1f} min: {', '.join(domains)})"
+                        for command, (seconds, domains) in runs.items())
+
+
 def without_examples(value):
     """`value` with every `per_example` list dropped: the JSON keeps the numbers a reader compares."""
     if isinstance(value, dict):
