@@ -211,6 +211,93 @@ def test_installed_model_matches_mlx_kernels_and_install_is_idempotent(tiny_mode
     _close(fast, base.model(tokens), 1e-4)
 
 
+needs_kernels = pytest.mark.skipif(cpu_kernels._rope_kernel() is None or cpu_kernels._rms_norm_kernel() is None,
+                                   reason="the kernels are not built (scripts/setup.sh)")
+
+
+@needs_kernels
+@pytest.mark.parametrize("traditional", [False, True])
+@pytest.mark.parametrize("dims, offset", [(64, 0), (64, 37), (32, 5), (64, "per row")])
+def test_the_rope_kernel_and_its_gradient_equal_mlx(dims, offset, traditional):
+    # queries as the projection lays them out: a transposed view, read in place
+    x = mx.random.normal((3, 40, 4, 64), key=mx.random.key(4)).transpose(0, 2, 1, 3)
+    offset = mx.array([3, 90, 17]) if offset == "per row" else offset
+    rope = nn.RoPE(dims, traditional=traditional, base=10000.0, scale=0.5)
+    want = rope(x, offset)
+    rope.__class__ = cpu_kernels.KernelRoPE
+    assert x.size >= cpu_kernels.KERNEL_MIN_ELEMENTS
+    _close(rope(x, offset), want, 1e-4)
+    weights = mx.random.normal(x.shape, key=mx.random.key(5))
+    got = mx.grad(lambda a: (rope(a, offset) * weights).sum())(x)
+    reference = lambda a: (mx.fast.rope(a, dims, traditional=traditional, base=10000.0, scale=0.5,  # noqa: E731
+                                        offset=offset) * weights).sum()
+    _close(got, mx.grad(reference)(x), 1e-4)
+    assert "LocomlxRoPE" in _primitives(lambda a: rope(a, offset), x)
+
+
+@needs_kernels
+@pytest.mark.parametrize("shape", [(3, 40, 576), (1, 4096), (2, 8, 100)])
+def test_the_rms_norm_kernel_and_its_gradient_equal_mlx(shape):
+    x = mx.random.normal(shape, key=mx.random.key(6)) * 3
+    norm = nn.RMSNorm(shape[-1], eps=1e-5)
+    norm.weight = mx.random.normal((shape[-1],), key=mx.random.key(7))
+    want = norm(x)
+    norm.__class__ = cpu_kernels.KernelRMSNorm
+    _close(norm(x), want, 1e-5)
+    # the last shape is below KERNEL_MIN_ELEMENTS: MLX's own answers it
+    assert ("LocomlxRMSNorm" in _primitives(norm, x)) == (x.size >= cpu_kernels.KERNEL_MIN_ELEMENTS)
+    weights = mx.random.normal(shape, key=mx.random.key(8))
+    loss = lambda a, w: (mx.fast.rms_norm(a, w, 1e-5) * weights).sum()  # noqa: E731
+    got = mx.grad(lambda a, w: (cpu_kernels._rms_norm(a, w, 1e-5) * weights).sum(), argnums=(0, 1))(x, norm.weight)
+    for g, w in zip(got, mx.grad(loss, argnums=(0, 1))(x, norm.weight)):
+        _close(g, w, 1e-4)
+
+
+def _primitives(fn, x) -> str:
+    """The names of the primitives `fn(x)`'s graph is made of (MLX's DOT export of it)."""
+    import io
+
+    out = io.StringIO()
+    mx.export_to_dot(out, fn(x))
+    return out.getvalue()
+
+
+@needs_kernels
+def test_the_rope_and_rms_norm_kernels_refuse_what_they_cannot_take():
+    kernel = cpu_kernels._rope_kernel()
+    x = mx.zeros((2, 3, 4, 8))
+    with pytest.raises(ValueError, match="dims must be even"):
+        kernel.rope(x, 7, False, 10000.0, 1.0, mx.array([0]))
+    with pytest.raises(ValueError, match="one position, or one per batch row"):
+        kernel.rope(x, 8, False, 10000.0, 1.0, mx.array([0, 1, 2]))
+    with pytest.raises(ValueError, match="float32 \\(B, H, L, D\\)"):
+        kernel.rope(mx.zeros((3, 4, 8)), 8, False, 10000.0, 1.0, mx.array([0]))
+    with pytest.raises(ValueError, match="weight float32 \\(D,\\)"):
+        cpu_kernels._rms_norm_kernel().rms_norm(mx.zeros((2, 8)), mx.zeros((4,)), 1e-5)
+
+
+@needs_kernels
+def test_install_moves_plain_rope_and_norm_layers_to_the_kernels_and_small_inputs_stay_on_mlx(tiny_model,
+                                                                                              monkeypatch):
+    base = load_base(resolve_model(str(tiny_model)), "float32")  # installs on the CPU
+    layers = [layer for _, layer in base.model.named_modules()]
+    assert any(type(layer) is cpu_kernels.KernelRoPE for layer in layers)
+    assert all(type(layer) is not nn.RMSNorm for layer in layers)
+
+    class OtherNorm(nn.RMSNorm):  # a norm with its own maths (Gemma's 1 + w) keeps it
+        pass
+
+    other = nn.Sequential(OtherNorm(8), nn.RMSNorm(8))
+    cpu_kernels.install(other)
+    assert type(other.layers[0]) is OtherNorm and type(other.layers[1]) is cpu_kernels.KernelRMSNorm
+    tokens = mx.array([[5, 17, 42, 99, 7, 3, 60, 8, 21, 33]])
+    small = base.model(tokens)  # below KERNEL_MIN_ELEMENTS: mx.fast's
+    assert "LocomlxRMSNorm" not in _primitives(base.model, tokens)
+    monkeypatch.setattr(cpu_kernels, "KERNEL_MIN_ELEMENTS", 0)
+    assert "LocomlxRMSNorm" in _primitives(base.model, tokens) and "LocomlxRoPE" in _primitives(base.model, tokens)
+    _close(base.model(tokens), small, 1e-4)
+
+
 def test_malloc_keeps_freed_memory_on_linux():
     import sys
 

@@ -9,6 +9,8 @@
   thread), for prompts, batches and training steps.
 - `softmax.cpp`: a training step's attention softmax, causal mask included, and its gradient, one pass each
   (a training step keeps the unfused attention, whose weights its backward reuses).
+- `rope.cpp`, `rmsnorm.cpp`: the rotary embedding of queries and keys and the blocks' RMS normalisation, for
+  prompts and batches (MLX computes them on one thread, the rope's cosines and sines per element).
 
 All split their rows over one thread pool (`pool.h`). `python -m locomlx.models.kernels.build` compiles
 them against the installed MLX (scripts/setup.sh does). Without them locomlx decodes on float32 weights and

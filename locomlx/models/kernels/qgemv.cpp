@@ -34,6 +34,8 @@ using locomlx_kernels::hsum;
 void register_attention(nb::module_& m);  // attention.cpp
 void register_swiglu(nb::module_& m);  // swiglu.cpp
 void register_softmax(nb::module_& m);  // softmax.cpp
+void register_rope(nb::module_& m);  // rope.cpp
+void register_rms_norm(nb::module_& m);  // rmsnorm.cpp
 
 namespace {
 
@@ -236,4 +238,6 @@ NB_MODULE(_kernels, m) {
   register_attention(m);
   register_swiglu(m);
   register_softmax(m);
+  register_rope(m);
+  register_rms_norm(m);
 }
