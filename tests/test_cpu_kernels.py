@@ -298,6 +298,35 @@ def test_install_moves_plain_rope_and_norm_layers_to_the_kernels_and_small_input
     _close(base.model(tokens), small, 1e-4)
 
 
+@needs_kernels
+def test_kernels_evaluated_from_two_threads_at_once_answer_as_alone():
+    """The kernels share one set of threads; calls from two threads (two streams) must not mix their parts."""
+    import threading
+
+    gate, up = mx.random.normal((64, 2048), key=mx.random.key(9)), mx.random.normal((64, 2048), key=mx.random.key(10))
+    x = mx.random.normal((4, 9, 64, 64), key=mx.random.key(11))
+    kernel = cpu_kernels._swiglu_kernel()
+    want_gating = kernel.swiglu(gate, up)
+    want_rope = cpu_kernels._rope_kernel().rope(x, 64, False, 10000.0, 1.0, mx.array([7]))
+    mx.eval(want_gating, want_rope)
+    failures = []
+
+    def repeat(make, want):
+        with mx.stream(mx.new_stream(mx.cpu)):
+            for _ in range(100):
+                if not mx.array_equal(make(), want).item():
+                    failures.append(make)
+
+    threads = [threading.Thread(target=repeat, args=(lambda: kernel.swiglu(gate, up), want_gating)),
+               threading.Thread(target=repeat, args=(lambda: cpu_kernels._rope_kernel().rope(
+                   x, 64, False, 10000.0, 1.0, mx.array([7])), want_rope))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not failures
+
+
 def test_malloc_keeps_freed_memory_on_linux():
     import sys
 

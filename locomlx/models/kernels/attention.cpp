@@ -110,7 +110,7 @@ void attend(const float* q, const float* k, const float* v, const bool* mask, in
   constexpr int kBlock = 8;  // query rows per unit of work: consecutive rows share their keys in cache
   const int64_t blocks = (rows + kBlock - 1) / kBlock;
   Pool& p = pool();
-  const int parts = rows * s.keys >= (1 << 16) ? p.size() : 1;
+  const int parts = rows * s.keys >= (1 << 16) ? p.parts() : 1;
   auto task = [&](int part) {
     if (part >= parts) return;
     std::vector<float> scores(s.keys);
@@ -132,7 +132,7 @@ void attend(const float* q, const float* k, const float* v, const bool* mask, in
   if (parts == 1) {
     task(0);
   } else {
-    p.run(task);
+    p.run(parts, task);
   }
 }
 

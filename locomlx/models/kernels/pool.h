@@ -1,7 +1,7 @@
 // The thread pool the CPU kernels split their rows over (one per process, shared by every kernel).
 //
 // Workers spin briefly between calls (a decode step makes ~200 of them, microseconds apart) and then
-// sleep, so they never hold a core while other work runs.
+// sleep, so they never hold a core while other work runs; a call's parts go to whichever thread is free.
 
 #pragma once
 
@@ -24,7 +24,7 @@ class Pool {
     for (int i = 1; i < threads; ++i) {
       // A worker starts from generation 0, not from whatever it reads once scheduled: a call made
       // before the thread first runs must not be mistaken for one it has already seen.
-      workers_.emplace_back([this, i] { work(i, 0); });
+      workers_.emplace_back([this] { work(0); });
     }
   }
   ~Pool() {
@@ -38,21 +38,30 @@ class Pool {
   }
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
-  // Runs task(part) for part in [0, size()) and returns when all are done; the caller runs part 0.
-  void run(const std::function<void(int)>& task) {
-    if (workers_.empty()) {
-      task(0);
+  // How many parts to split a call into: several per thread, as parts are taken by whichever thread is free.
+  int parts() const { return workers_.empty() ? 1 : size() * kPartsPerThread; }
+
+  // Runs task(part) for every part in [0, parts) and returns when all are done. The caller takes parts as well
+  // as the workers, and each thread takes the next part left: a worker that starts late (its core still held by
+  // the BLAS's threads, which spin for a while after each matrix product) leaves its share to the others
+  // instead of keeping the caller waiting for it (a 512-token prefill's kernels waited ~90 ms for it on 2 cores).
+  void run(int parts, const std::function<void(int)>& task) {
+    if (workers_.empty() || parts <= 1) {
+      for (int part = 0; part < parts; ++part) task(part);
       return;
     }
+    std::lock_guard<std::mutex> one_call_at_a_time(calling_);  // kernels evaluated on two streams at once
     task_ = &task;
-    pending_.store(static_cast<int>(workers_.size()));
+    parts_.store(parts, std::memory_order_relaxed);
+    uint64_t call;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      generation_.fetch_add(1);
+      call = generation_.fetch_add(1) + 1;
+      next_.store(call << 32, std::memory_order_release);
     }
     wake_.notify_all();
-    task(0);
-    while (pending_.load(std::memory_order_acquire) > 0) {
+    take(call);
+    while (active_.load(std::memory_order_acquire) > 0) {
       pause();
     }
   }
@@ -64,7 +73,20 @@ class Pool {
 #endif
   }
 
-  void work(int part, uint64_t seen) {
+  // Runs parts of call `call` while any is left. `next_` holds the call (high 32 bits) and its next part, so a
+  // worker that wakes after its call is over finds another call's number there and takes nothing.
+  void take(uint64_t call) {
+    const uint64_t tag = call & 0xffffffffu;
+    uint64_t state = next_.load(std::memory_order_acquire);
+    while ((state >> 32) == tag && static_cast<int>(state & 0xffffffffu) < parts_.load(std::memory_order_relaxed)) {
+      if (next_.compare_exchange_weak(state, state + 1, std::memory_order_acq_rel)) {
+        (*task_)(static_cast<int>(state & 0xffffffffu));
+        state = next_.load(std::memory_order_acquire);
+      }
+    }
+  }
+
+  void work(uint64_t seen) {
     while (true) {
       // Spin for a while (the next call of a decode step is microseconds away), then sleep.
       int spins = 0;
@@ -78,17 +100,22 @@ class Pool {
       }
       seen = generation_.load();
       if (stop_) return;
-      (*task_)(part);
-      pending_.fetch_sub(1, std::memory_order_release);
+      // Counted before taking a part, so the caller cannot return while this thread runs one.
+      active_.fetch_add(1, std::memory_order_acq_rel);
+      take(seen);
+      active_.fetch_sub(1, std::memory_order_release);
     }
   }
 
   static constexpr int kSpins = 20000;  // roughly 100-500 microseconds of pause instructions
+  static constexpr int kPartsPerThread = 8;
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
+  std::mutex mutex_, calling_;
   std::condition_variable wake_;
   std::atomic<uint64_t> generation_{0};
-  std::atomic<int> pending_{0};
+  std::atomic<uint64_t> next_{0};
+  std::atomic<int> active_{0};
+  std::atomic<int> parts_{0};
   const std::function<void(int)>* task_ = nullptr;
   bool stop_ = false;
 };

@@ -58,12 +58,12 @@ void rms_norm(const float* x, const float* w, float* out, int64_t rows, int64_t 
     for (int64_t row = lo; row < hi; ++row) norm_row(x + row * n, w, out + row * n, n, eps);
   };
   Pool& p = pool();
-  const int parts = rows * n >= kParallelMin && rows > 1 ? p.size() : 1;
+  const int parts = rows * n >= kParallelMin && rows > 1 ? p.parts() : 1;
   if (parts == 1) {
     task(0, rows);
     return;
   }
-  p.run([&](int part) { task(rows * part / parts, rows * (part + 1) / parts); });
+  p.run(parts, [&](int part) { task(rows * part / parts, rows * (part + 1) / parts); });
 }
 
 class RMSNorm : public mx::UnaryPrimitive {

@@ -138,12 +138,12 @@ void rope(const float* x, float* out, const float* table, int64_t n_offsets, Lay
     }
   };
   Pool& p = pool();
-  const int parts = rows * s.dim >= kParallelMin ? p.size() : 1;
+  const int parts = rows * s.dim >= kParallelMin ? p.parts() : 1;
   if (parts == 1) {
     task(0, rows);
     return;
   }
-  p.run([&](int part) { task(rows * part / parts, rows * (part + 1) / parts); });
+  p.run(parts, [&](int part) { task(rows * part / parts, rows * (part + 1) / parts); });
 }
 
 class RoPE : public mx::UnaryPrimitive {

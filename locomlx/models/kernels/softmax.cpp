@@ -43,7 +43,7 @@ struct Rows {
 template <typename Body>
 void over_rows(const Rows& rows, Body body) {
   Pool& p = pool();
-  const int parts = rows.count * rows.keys >= (1 << 15) ? p.size() : 1;
+  const int parts = rows.count * rows.keys >= (1 << 15) ? p.parts() : 1;
   auto task = [&](int part) {
     // Rows dealt round-robin, so every thread gets short and long causal rows alike.
     for (int64_t row = part; row < rows.count; row += parts) body(row);
@@ -51,7 +51,7 @@ void over_rows(const Rows& rows, Body body) {
   if (parts == 1) {
     task(0);
   } else {
-    p.run([&](int part) { task(part); });
+    p.run(parts, [&](int part) { task(part); });
   }
 }
 

@@ -46,12 +46,12 @@ inline __m256 sigmoid256(__m256 x) {
 template <typename Body>
 void split(int64_t n, Body body) {
   Pool& p = pool();
-  const int parts = n >= kParallelMin ? p.size() : 1;
+  const int parts = n >= kParallelMin ? p.parts() : 1;
   if (parts == 1) {
     body(0, n);
     return;
   }
-  p.run([&](int part) {
+  p.run(parts, [&](int part) {
     int64_t lo = n * part / parts / 8 * 8, hi = part + 1 == parts ? n : n * (part + 1) / parts / 8 * 8;
     if (lo < hi) body(lo, hi);
   });
