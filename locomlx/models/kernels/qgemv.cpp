@@ -127,7 +127,7 @@ void qgemv_cpu(const float* x, const uint8_t* w, const float* scales, const floa
     }
   }
   Pool& p = pool();
-  const int parts = (N >= 64 * p.size()) ? p.parts() : 1;
+  const int parts = (N >= 64 * p.size()) ? p.size() : 1;
   // Chunks of 8 rows keep each part's output writes on cache lines of its own.
   const int chunk = ((N + parts - 1) / parts + 7) / 8 * 8;
   auto task = [&](int part) {
