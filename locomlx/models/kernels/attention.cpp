@@ -24,12 +24,14 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "primitive.h"
 #include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
+using locomlx_kernels::prepared_encoder;
 #ifdef LOCOMLX_AVX2
 using locomlx_kernels::hsum;
 #endif
@@ -144,10 +146,7 @@ class Attention : public mx::UnaryPrimitive {
     auto& q = inputs[0];
     auto& k = inputs[1];
     auto& v = inputs[2];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& input : inputs) encoder.set_input_array(input);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     Shape shape{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2)};
     const bool* mask = inputs.size() == 4 ? inputs[3].data<bool>() : nullptr;
     int mask_batch = inputs.size() == 4 ? inputs[3].shape(0) : 1;

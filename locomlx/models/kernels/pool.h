@@ -136,4 +136,21 @@ inline Pool& pool() {
   return instance;
 }
 
+// Runs body(lo, hi) over [0, n) in ranges: one per part of the pool when `parallel`, else one range; the bounds
+// between ranges fall on multiples of `align` (8 keeps each range's writes on whole AVX vectors).
+template <typename Body>
+void over_ranges(int64_t n, bool parallel, Body body, int64_t align = 1) {
+  Pool& p = pool();
+  const int parts = parallel ? p.parts() : 1;
+  if (parts == 1) {
+    body(0, n);
+    return;
+  }
+  p.run(parts, [&](int part) {
+    const int64_t lo = n * part / parts / align * align;
+    const int64_t hi = part + 1 == parts ? n : n * (part + 1) / parts / align * align;
+    if (lo < hi) body(lo, hi);
+  });
+}
+
 }  // namespace locomlx_kernels

@@ -21,12 +21,14 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "primitive.h"
 #include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
+using locomlx_kernels::prepared_encoder;
 #ifdef LOCOMLX_AVX2
 using locomlx_kernels::hsum;
 #endif
@@ -157,13 +159,7 @@ class QGemv : public mx::UnaryPrimitive {
     auto& w = inputs[1];
     auto& scales = inputs[2];
     auto& biases = inputs[3];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(x);
-    encoder.set_input_array(w);
-    encoder.set_input_array(scales);
-    encoder.set_input_array(biases);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     int K = x.shape(-1);
     int M = static_cast<int>(x.size() / K);
     int N = w.shape(0);

@@ -16,12 +16,13 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "primitive.h"
 #include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
-using locomlx_kernels::Pool;
-using locomlx_kernels::pool;
+using locomlx_kernels::over_ranges;
+using locomlx_kernels::prepared_encoder;
 #ifdef LOCOMLX_AVX2
 using locomlx_kernels::hsum;
 #endif
@@ -57,13 +58,7 @@ void rms_norm(const float* x, const float* w, float* out, int64_t rows, int64_t 
   auto task = [&](int64_t lo, int64_t hi) {
     for (int64_t row = lo; row < hi; ++row) norm_row(x + row * n, w, out + row * n, n, eps);
   };
-  Pool& p = pool();
-  const int parts = rows * n >= kParallelMin && rows > 1 ? p.parts() : 1;
-  if (parts == 1) {
-    task(0, rows);
-    return;
-  }
-  p.run(parts, [&](int part) { task(rows * part / parts, rows * (part + 1) / parts); });
+  over_ranges(rows, rows * n >= kParallelMin && rows > 1, task);
 }
 
 class RMSNorm : public mx::UnaryPrimitive {
@@ -71,10 +66,7 @@ class RMSNorm : public mx::UnaryPrimitive {
   RMSNorm(mx::Stream stream, float eps) : mx::UnaryPrimitive(stream), eps_(eps) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& input : inputs) encoder.set_input_array(input);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     const int64_t n = out.shape(-1);
     encoder.dispatch([x = inputs[0].data<float>(), w = inputs[1].data<float>(), o = out.data<float>(),
                       rows = static_cast<int64_t>(out.size()) / n, n, eps = eps_]() { rms_norm(x, w, o, rows, n, eps); });

@@ -21,12 +21,13 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "primitive.h"
 #include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
-using locomlx_kernels::Pool;
-using locomlx_kernels::pool;
+using locomlx_kernels::over_ranges;
+using locomlx_kernels::prepared_encoder;
 
 namespace {
 
@@ -137,13 +138,7 @@ void rope(const float* x, float* out, const float* table, int64_t n_offsets, Lay
       rotate_row(in, out + row * s.dim, cs, dims, s.dim, traditional);
     }
   };
-  Pool& p = pool();
-  const int parts = rows * s.dim >= kParallelMin ? p.parts() : 1;
-  if (parts == 1) {
-    task(0, rows);
-    return;
-  }
-  p.run(parts, [&](int part) { task(rows * part / parts, rows * (part + 1) / parts); });
+  over_ranges(rows, rows * s.dim >= kParallelMin, task);
 }
 
 class RoPE : public mx::UnaryPrimitive {
@@ -154,10 +149,7 @@ class RoPE : public mx::UnaryPrimitive {
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
     const auto& x = inputs[0];
     const auto& offsets = inputs[1];
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& input : inputs) encoder.set_input_array(input);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     Layout layout{x.shape(0),   x.shape(1),   x.shape(2),   x.shape(3),
                   x.strides(0), x.strides(1), x.strides(2), x.strides(3)};
     encoder.dispatch([xs = x.data<float>(), os = offsets.data<int32_t>(), n_offsets = offsets.size(),

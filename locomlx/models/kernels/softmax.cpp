@@ -19,12 +19,14 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "primitive.h"
 #include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
 using locomlx_kernels::Pool;
 using locomlx_kernels::pool;
+using locomlx_kernels::prepared_encoder;
 #ifdef LOCOMLX_AVX2
 using locomlx_kernels::hsum;
 #endif
@@ -109,10 +111,7 @@ class SoftmaxGrad : public mx::UnaryPrimitive {
   SoftmaxGrad(mx::Stream stream, bool causal) : mx::UnaryPrimitive(stream), causal_(causal) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& input : inputs) encoder.set_input_array(input);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     encoder.dispatch([w = inputs[0].data<float>(), c = inputs[1].data<float>(), d = out.data<float>(),
                       rows = rows_of(out, causal_)]() { backward(w, c, d, rows); });
   }
@@ -133,10 +132,7 @@ class Softmax : public mx::UnaryPrimitive {
   Softmax(mx::Stream stream, bool causal) : mx::UnaryPrimitive(stream), causal_(causal) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    encoder.set_input_array(inputs[0]);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     encoder.dispatch([x = inputs[0].data<float>(), w = out.data<float>(), rows = rows_of(out, causal_)]() {
       forward(x, w, rows);
     });

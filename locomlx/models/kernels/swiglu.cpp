@@ -19,12 +19,13 @@
 #include "mlx/primitives.h"
 
 #include "pool.h"
+#include "primitive.h"
 #include "simd.h"
 
 namespace mx = mlx::core;
 namespace nb = nanobind;
-using locomlx_kernels::Pool;
-using locomlx_kernels::pool;
+using locomlx_kernels::over_ranges;
+using locomlx_kernels::prepared_encoder;
 #ifdef LOCOMLX_AVX2
 using locomlx_kernels::exp256;
 #endif
@@ -42,23 +43,8 @@ inline __m256 sigmoid256(__m256 x) {
 }
 #endif
 
-// Runs body(lo, hi) over [0, n) in one chunk per pool thread, chunk bounds on multiples of 8 floats.
-template <typename Body>
-void split(int64_t n, Body body) {
-  Pool& p = pool();
-  const int parts = n >= kParallelMin ? p.parts() : 1;
-  if (parts == 1) {
-    body(0, n);
-    return;
-  }
-  p.run(parts, [&](int part) {
-    int64_t lo = n * part / parts / 8 * 8, hi = part + 1 == parts ? n : n * (part + 1) / parts / 8 * 8;
-    if (lo < hi) body(lo, hi);
-  });
-}
-
 void forward(const float* gate, const float* up, float* out, int64_t n) {
-  split(n, [=](int64_t lo, int64_t hi) {
+  over_ranges(n, n >= kParallelMin, [=](int64_t lo, int64_t hi) {
     int64_t i = lo;
 #ifdef LOCOMLX_AVX2
     for (; i + 8 <= hi; i += 8) {
@@ -67,12 +53,12 @@ void forward(const float* gate, const float* up, float* out, int64_t n) {
     }
 #endif
     for (; i < hi; ++i) out[i] = gate[i] * sigmoid(gate[i]) * up[i];
-  });
+  }, 8);
 }
 
 // d gate = c * up * s * (1 + g * (1 - s)) and d up = c * g * s, where s = sigmoid(g).
 void backward(const float* gate, const float* up, const float* cot, float* d_gate, float* d_up, int64_t n) {
-  split(n, [=](int64_t lo, int64_t hi) {
+  over_ranges(n, n >= kParallelMin, [=](int64_t lo, int64_t hi) {
     int64_t i = lo;
 #ifdef LOCOMLX_AVX2
     const __m256 one = _mm256_set1_ps(1.0f);
@@ -91,7 +77,7 @@ void backward(const float* gate, const float* up, const float* cot, float* d_gat
       d_gate[i] = cot[i] * up[i] * s * (1.0f + gate[i] * (1.0f - s));
       d_up[i] = cot[i] * gate[i] * s;
     }
-  });
+  }, 8);
 }
 
 class SwiGLU : public mx::UnaryPrimitive {
@@ -99,10 +85,7 @@ class SwiGLU : public mx::UnaryPrimitive {
   explicit SwiGLU(mx::Stream stream) : mx::UnaryPrimitive(stream) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, mx::array& out) override {
-    out.set_data(mx::allocator::malloc(out.nbytes()));
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& input : inputs) encoder.set_input_array(input);
-    encoder.set_output_array(out);
+    auto& encoder = prepared_encoder(stream(), inputs, out);
     encoder.dispatch([g = inputs[0].data<float>(), u = inputs[1].data<float>(), o = out.data<float>(),
                       n = static_cast<int64_t>(out.size())]() { forward(g, u, o, n); });
   }
@@ -123,12 +106,7 @@ class SwiGLUGrad : public mx::Primitive {
   explicit SwiGLUGrad(mx::Stream stream) : mx::Primitive(stream) {}
 
   void eval_cpu(const std::vector<mx::array>& inputs, std::vector<mx::array>& outputs) override {
-    auto& encoder = mx::cpu::get_command_encoder(stream());
-    for (auto& input : inputs) encoder.set_input_array(input);
-    for (auto& out : outputs) {
-      out.set_data(mx::allocator::malloc(out.nbytes()));
-      encoder.set_output_array(out);
-    }
+    auto& encoder = prepared_encoder(stream(), inputs, outputs);
     encoder.dispatch([g = inputs[0].data<float>(), u = inputs[1].data<float>(), c = inputs[2].data<float>(),
                       dg = outputs[0].data<float>(), du = outputs[1].data<float>(),
                       n = static_cast<int64_t>(outputs[0].size())]() { backward(g, u, c, dg, du, n); });
