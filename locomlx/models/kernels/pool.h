@@ -57,8 +57,10 @@ class Pool {
     uint64_t call;
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      call = generation_.fetch_add(1) + 1;
+      // The call's parts are published before the workers are told of it, so a worker that wakes finds them.
+      call = generation_.load() + 1;
       next_.store(call << 32, std::memory_order_release);
+      generation_.store(call, std::memory_order_release);
     }
     wake_.notify_all();
     take(call);
