@@ -176,6 +176,23 @@ def test_the_fused_attention_and_its_gradient_equal_the_unfused_one(dim, n_queri
             _close(g, w, 1e-4)
 
 
+@pytest.mark.skipif(cpu_kernels._attention_kernel() is None, reason="the kernels are not built (scripts/setup.sh)")
+def test_the_fused_attention_reads_views_where_they_lie():
+    """A KV cache hands out a slice of its preallocated buffer and the queries come as a transposed projection:
+    the kernel reads them in place (a strided last axis and a batch broadcast too), as if they were copies."""
+    key = iter(mx.random.split(mx.random.key(8), 4))
+    queries = mx.random.normal((3, 2, 6, 64), key=next(key)).transpose(0, 2, 1, 3)  # (B, H, L, D), a view
+    buffer = mx.random.normal((3, 2, 256, 64), key=next(key))
+    keys = buffer[..., :40, :]  # a cache's keys
+    values = mx.random.normal((1, 2, 64, 40), key=next(key)).swapaxes(-1, -2)  # strided last axis
+    values = mx.broadcast_to(values, (3, 2, 40, 64))  # stride 0 over the batch
+    from mlx_lm.models.base import create_causal_mask
+    mask = create_causal_mask(2, 38, left_padding=mx.array([0, 5, 9]))
+    got = cpu_kernels._attention_kernel().attention(queries, keys, values, 0.2, False, mask)
+    dense = [mx.array(np.array(a)) for a in (queries, keys, values)]
+    _close(got, cpu_kernels._unfused_attention(*dense, 0.2, mask), 2e-5)
+
+
 def test_the_fused_attention_refuses_shapes_it_cannot_take():
     kernel = cpu_kernels._attention_kernel()
     if kernel is None:
@@ -331,3 +348,4 @@ def test_malloc_keeps_freed_memory_on_linux():
     import sys
 
     assert heap.keep_freed_memory() is sys.platform.startswith("linux")
+

@@ -1,11 +1,13 @@
-// Causal attention of a prompt in one pass over each query row, for prefilling on a CPU.
+// Attention in one pass over each query row on a CPU: a prompt's causal attention, and a batch's decode step.
 //
 // On the CPU, MLX computes a prompt's attention as a score matrix, a mask, a softmax and a second product,
 // each a full pass over (heads x queries x keys) floats with MLX's exp at a scalar call per element; in a
 // 512-token SmolLM2-135M prefill that took more time than all the layers' matrix products. This primitive
 // computes each query row's scores, softmax and weighted sum of values in one pass that stays in cache,
 // skips the keys a causal mask hides (half of them), vectorises exp with AVX2, and splits the rows over
-// the same thread pool as qgemv. It has no vjp of its own: locomlx/models/cpu_kernels.py wraps it in a
+// the same thread pool as qgemv. Queries, keys and values are read where they lie: a KV cache hands out a
+// view of its preallocated buffer, which a copy per layer and step made cost a 16-row decode step a quarter of
+// its time. It has no vjp of its own: locomlx/models/cpu_kernels.py wraps it in a
 // custom function whose gradient is that of the unfused attention.
 
 #include <algorithm>
@@ -41,11 +43,12 @@ using locomlx_kernels::row_max;
 namespace {
 
 
-// One query row: out = softmax(scale * q . k_j for lo <= j < n, where `allowed` (if given) is true) . v_j,
-// with `scores` as scratch; a row with no allowed key is zeros (a padding row, which no later step reads).
+// One query row: out = softmax(scale * q . k_j for j < n, where `allowed` (if given) is true) . v_j, key and
+// value j at k + j * k_row and v + j * v_row, with `scores` as scratch; a row with no allowed key is zeros (a padding row, which no later step reads).
 template <int D>
-void attend_row(const float* q, const float* k, const float* v, float* out, int lo, int n, const bool* allowed,
-                float scale, float* scores) {
+void attend_row(const float* q, const float* k, int64_t k_row, const float* v, int64_t v_row, float* out, int n,
+                const bool* allowed, float scale, float* scores) {
+  int lo = 0;
   if (allowed) {
     while (lo < n && !allowed[lo]) ++lo;
     while (n > lo && !allowed[n - 1]) --n;
@@ -54,8 +57,8 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
     std::fill(out, out + D, 0.0f);
     return;
   }
-  k += static_cast<size_t>(lo) * D;
-  v += static_cast<size_t>(lo) * D;
+  k += lo * k_row;
+  v += lo * v_row;
   if (allowed) allowed += lo;
   n -= lo;
 #ifdef LOCOMLX_AVX2
@@ -64,7 +67,7 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
     __m256 qv[C];
     for (int c = 0; c < C; ++c) qv[c] = _mm256_mul_ps(_mm256_loadu_ps(q + 8 * c), _mm256_set1_ps(scale));
     for (int j = 0; j < n; ++j) {
-      const float* kj = k + static_cast<size_t>(j) * D;
+      const float* kj = k + j * k_row;
       __m256 acc = _mm256_mul_ps(qv[0], _mm256_loadu_ps(kj));
       for (int c = 1; c < C; ++c) acc = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(kj + 8 * c), acc);
       scores[j] = allowed && !allowed[j] ? -INFINITY : hsum(acc);
@@ -74,7 +77,7 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
     __m256 acc[C];
     for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
     for (int j = 0; j < n; ++j) {
-      const float* vj = v + static_cast<size_t>(j) * D;
+      const float* vj = v + j * v_row;
       __m256 p = _mm256_set1_ps(scores[j]);
       for (int c = 0; c < C; ++c) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(vj + 8 * c), acc[c]);
     }
@@ -86,14 +89,14 @@ void attend_row(const float* q, const float* k, const float* v, float* out, int 
   float m = -INFINITY;
   for (int j = 0; j < n; ++j) {
     float s = 0.0f;
-    for (int d = 0; d < D; ++d) s += q[d] * k[static_cast<size_t>(j) * D + d];
+    for (int d = 0; d < D; ++d) s += q[d] * k[j * k_row + d];
     scores[j] = allowed && !allowed[j] ? -INFINITY : s * scale;
     m = std::max(m, scores[j]);
   }
   const float total = exp_shifted_sum(scores, scores, n, m);
   for (int d = 0; d < D; ++d) out[d] = 0.0f;
   for (int j = 0; j < n; ++j) {
-    for (int d = 0; d < D; ++d) out[d] += scores[j] * v[static_cast<size_t>(j) * D + d];
+    for (int d = 0; d < D; ++d) out[d] += scores[j] * v[j * v_row + d];
   }
   for (int d = 0; d < D; ++d) out[d] /= total;
 }
@@ -102,10 +105,34 @@ struct Shape {
   int batch, heads, kv_heads, queries, keys;
 };
 
+// Where a (B, H, L, D) tensor's rows are, in floats: its strides over B, H and L (a view's, such as the keys of a
+// KV cache's preallocated buffer or the queries' transposed projection). Its last axis is dense.
+struct Rows {
+  const float* data;
+  int64_t batch, head, row;
+  const float* at(int64_t b, int64_t h) const { return data + b * batch + h * head; }
+};
+
+// An array's rows as the kernel reads them: in place when its last axis is dense (any view of a row-major
+// array), else gathered into `dense` (row-major).
+Rows rows_of(const mx::array& x, std::vector<float>& dense) {
+  const int64_t d = x.shape(3);
+  if (x.strides(3) == 1 || d == 1) return {x.data<float>(), x.strides(0), x.strides(1), x.strides(2)};
+  const int64_t n1 = x.shape(1), n2 = x.shape(2);
+  dense.resize(static_cast<size_t>(x.shape(0)) * n1 * n2 * d);
+  const float* src = x.data<float>();
+  for (int64_t i0 = 0; i0 < x.shape(0); ++i0)
+    for (int64_t i1 = 0; i1 < n1; ++i1)
+      for (int64_t i2 = 0; i2 < n2; ++i2)
+        for (int64_t i3 = 0; i3 < d; ++i3)
+          dense[((i0 * n1 + i1) * n2 + i2) * d + i3] =
+              src[i0 * x.strides(0) + i1 * x.strides(1) + i2 * x.strides(2) + i3 * x.strides(3)];
+  return {dense.data(), n1 * n2 * d, n2 * d, d};
+}
+
 // `mask`, when given, is boolean (mask_batch, 1, queries, keys) with mask_batch 1 or the batch.
 template <int D>
-void attend(const float* q, const float* k, const float* v, const bool* mask, int mask_batch, float* out, Shape s,
-            float scale, bool causal) {
+void attend(Rows q, Rows k, Rows v, const bool* mask, int mask_batch, float* out, Shape s, float scale, bool causal) {
   const int group = s.heads / s.kv_heads;
   const int offset = s.keys - s.queries;  // the queries are the last `queries` positions of the keys
   const int64_t rows = static_cast<int64_t>(s.batch) * s.heads * s.queries;
@@ -122,12 +149,12 @@ void attend(const float* q, const float* k, const float* v, const bool* mask, in
         const int i = static_cast<int>(row % s.queries);
         const int64_t bh = row / s.queries;
         const int64_t b = bh / s.heads, h = bh % s.heads;
-        const int64_t kv = b * s.kv_heads + h / group;
+        const int64_t kv = h / group;
         const int n = causal ? offset + i + 1 : s.keys;
         const bool* allowed =
             mask ? mask + ((mask_batch == 1 ? 0 : b) * s.queries + i) * static_cast<int64_t>(s.keys) : nullptr;
-        attend_row<D>(q + row * D, k + kv * s.keys * D, v + kv * s.keys * D, out + row * D, 0, n, allowed, scale,
-                      scores.data());
+        attend_row<D>(q.at(b, h) + i * q.row, k.at(b, kv), k.row, v.at(b, kv), v.row, out + row * D, n, allowed,
+                      scale, scores.data());
       }
     }
   };
@@ -150,12 +177,14 @@ class Attention : public mx::UnaryPrimitive {
     Shape shape{q.shape(0), q.shape(1), k.shape(1), q.shape(2), k.shape(2)};
     const bool* mask = inputs.size() == 4 ? inputs[3].data<bool>() : nullptr;
     int mask_batch = inputs.size() == 4 ? inputs[3].shape(0) : 1;
-    encoder.dispatch([qp = q.data<float>(), kp = k.data<float>(), vp = v.data<float>(), mask, mask_batch,
-                      op = out.data<float>(), shape, dim = q.shape(3), scale = scale_, causal = causal_]() {
+    encoder.dispatch([q, k, v, mask, mask_batch, op = out.data<float>(), shape, dim = q.shape(3), scale = scale_,
+                      causal = causal_]() {
+      std::vector<float> dense_q, dense_k, dense_v;
+      Rows qr = rows_of(q, dense_q), kr = rows_of(k, dense_k), vr = rows_of(v, dense_v);
       switch (dim) {
-        case 64: attend<64>(qp, kp, vp, mask, mask_batch, op, shape, scale, causal); break;
-        case 128: attend<128>(qp, kp, vp, mask, mask_batch, op, shape, scale, causal); break;
-        default: attend<256>(qp, kp, vp, mask, mask_batch, op, shape, scale, causal); break;
+        case 64: attend<64>(qr, kr, vr, mask, mask_batch, op, shape, scale, causal); break;
+        case 128: attend<128>(qr, kr, vr, mask, mask_batch, op, shape, scale, causal); break;
+        default: attend<256>(qr, kr, vr, mask, mask_batch, op, shape, scale, causal); break;
       }
     });
   }
@@ -191,8 +220,7 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
     throw std::invalid_argument("attention: head dimension must be 64, 128 or 256.");
   }
   auto s = mx::default_stream(mx::Device::cpu);
-  std::vector<mx::array> inputs{mx::contiguous(q, false, s), mx::contiguous(k, false, s),
-                                mx::contiguous(v, false, s)};
+  std::vector<mx::array> inputs{q, k, v};  // read in place, whatever their strides (a cache's buffer, a transposed view)
   if (mask) {
     const auto& m = *mask;
     if (m.dtype() != mx::bool_ || m.ndim() != 4 || (m.shape(0) != 1 && m.shape(0) != q.shape(0)) ||
