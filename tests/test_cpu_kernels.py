@@ -349,3 +349,62 @@ def test_malloc_keeps_freed_memory_on_linux():
 
     assert heap.keep_freed_memory() is sys.platform.startswith("linux")
 
+
+@needs_kernels
+@pytest.mark.parametrize("shape, axis, keepdims", [((16, 5000), -1, True), ((3, 2, 5000), 2, False),
+                                                   ((1, 5000), None, True), ((1, 1, 5000), None, False)])
+def test_logsumexp_is_mlx_s_for_every_way_mlx_lm_asks(shape, axis, keepdims):
+    x = mx.random.normal(shape, key=mx.random.key(13)) * 6
+    got = cpu_kernels.logsumexp(x, axis=axis, keepdims=keepdims)
+    want = mx.logsumexp(x, axis=axis, keepdims=keepdims)
+    assert got.shape == want.shape and "LocomlxLogSumExp" in _primitives(
+        lambda a: cpu_kernels.logsumexp(a, axis=axis, keepdims=keepdims), x)
+    exact = np.log(np.exp(np.array(x, dtype=np.float64)).sum(axis=-1))  # every case reduces the last axis
+    np.testing.assert_allclose(np.array(got).ravel(), exact.ravel(), rtol=1e-6)  # MLX's own is off by up to 3e-6
+    grad = mx.grad(lambda a: (cpu_kernels.logsumexp(a, axis=axis, keepdims=keepdims) ** 2).sum())(x)
+    _close(grad, mx.grad(lambda a: (mx.logsumexp(a, axis=axis, keepdims=keepdims) ** 2).sum())(x), 1e-5)
+
+
+@needs_kernels
+def test_logsumexp_keeps_mlx_s_answers_at_the_edges_and_elsewhere():
+    x = mx.random.normal((4, 5000), key=mx.random.key(14))
+    x[1, :] = -float("inf")  # every token masked
+    x[2, 9] = float("inf")
+    x[3, 5] = float("nan")
+    got = np.array(cpu_kernels.logsumexp(x, axis=-1))
+    assert got[1] == -np.inf and got[2] == np.inf and np.isnan(got[3])
+    for other in (dict(axis=0), dict(axis=None)):  # not the last axis alone: MLX's
+        assert "LocomlxLogSumExp" not in _primitives(lambda a: cpu_kernels.logsumexp(a, **other), x)
+    small = mx.ones((2, 8))
+    assert "LocomlxLogSumExp" not in _primitives(lambda a: cpu_kernels.logsumexp(a, axis=-1), small)
+    with pytest.raises(ValueError, match="float32"):
+        cpu_kernels._logsumexp_kernel().logsumexp(mx.zeros((2, 8), dtype=mx.float16))
+
+
+@needs_kernels
+def test_batched_generation_normalises_its_logits_with_the_kernel(tiny_model, monkeypatch):
+    """mlx-lm's BatchGenerator takes each step's log-probabilities as logits - logsumexp(logits): loading a
+    model on the CPU points it at the kernel, with the same tokens and log-probabilities as MLX's."""
+    import sys
+
+    from locomlx.engine.batching import generate_rows
+
+    base = load_base(resolve_model(str(tiny_model)), "float32")
+    generation = sys.modules["mlx_lm.generate"]
+    assert generation.mx.logsumexp is cpu_kernels.logsumexp and generation.mx.array is mx.array
+    monkeypatch.setattr(cpu_kernels, "KERNEL_MIN_ELEMENTS", 0)  # the tiny model's vocabulary is small
+    kernel, calls = cpu_kernels._logsumexp_kernel(), []
+    monkeypatch.setattr(cpu_kernels, "_logsumexp_kernel", lambda: calls.append(1) or kernel)
+
+    def generate():
+        return generate_rows(base.model, [[5, 17, 42], [7, 3], [60, 8, 21, 33, 9]], None, max_tokens=6, batch_size=3,
+                             sampler=lambda x: mx.argmax(x, -1), stop_tokens=[], stream=mx.default_stream(mx.cpu),
+                             logprobs=True)
+
+    with_kernel = generate()
+    assert calls
+    monkeypatch.setattr(generation, "mx", mx)
+    with_mlx = generate()
+    assert with_kernel.token_ids == with_mlx.token_ids
+    _close(sum(with_kernel.logprobs, []), sum(with_mlx.logprobs, []), 1e-5)
+    assert cpu_kernels.install_in_generation() and generation.mx is not mx  # and installing again is a no-op

@@ -172,5 +172,6 @@ def load_base(resolved: ResolvedModel, compute_dtype: str = "auto") -> BaseModel
     cast_model(model, chosen)
     if device_kind() == "cpu":
         cpu_kernels.install(model)
+        cpu_kernels.install_in_generation()
     model.eval()
     return BaseModel(model, tokenizer, config, resolved, chosen)

@@ -38,6 +38,7 @@ void register_swiglu(nb::module_& m);  // swiglu.cpp
 void register_softmax(nb::module_& m);  // softmax.cpp
 void register_rope(nb::module_& m);  // rope.cpp
 void register_rms_norm(nb::module_& m);  // rmsnorm.cpp
+void register_logsumexp(nb::module_& m);  // logsumexp.cpp
 
 namespace {
 
@@ -236,4 +237,5 @@ NB_MODULE(_kernels, m) {
   register_softmax(m);
   register_rope(m);
   register_rms_norm(m);
+  register_logsumexp(m);
 }
