@@ -57,6 +57,12 @@ def main() -> None:
         rope.__class__, norm.__class__ = cpu_kernels.KernelRoPE, cpu_kernels.KernelRMSNorm
         rows["locomlx rope (512 positions)"] = per_element_ns(lambda a: mx.eval(rope(a)), heads)
         rows["locomlx rms_norm (rows of 576)"] = per_element_ns(lambda a: mx.eval(norm(a)), rows_of_576)
+    vocabulary_rows = x[: (N // 49152) * 49152].reshape(-1, 49152)  # a batch's logits, as mlx-lm normalises them
+    rows["mlx logsumexp (rows of 49152)"] = per_element_ns(
+        lambda a: mx.eval(mx.logsumexp(a, axis=-1, keepdims=True)), vocabulary_rows)
+    if cpu_kernels._logsumexp_kernel() is not None:
+        rows["locomlx logsumexp (rows of 49152)"] = per_element_ns(
+            lambda a: mx.eval(cpu_kernels.logsumexp(a, axis=-1, keepdims=True)), vocabulary_rows)
     for name, ns in rows.items():
         print(f"{name:30s} {ns:6.2f} ns/element")
     print(f"mlx exp / numpy exp: {rows['mlx exp'] / rows['numpy exp']:.1f}x slower")
@@ -68,7 +74,8 @@ def main() -> None:
     faster = {"softmax": ("mlx softmax (rows of 512)", "locomlx softmax (rows of 512)"),
               "swiglu": ("mlx-lm swiglu", "locomlx swiglu"),
               "rope": ("mlx rope (512 positions)", "locomlx rope (512 positions)"),
-              "rms_norm": ("mlx rms_norm (rows of 576)", "locomlx rms_norm (rows of 576)")}
+              "rms_norm": ("mlx rms_norm (rows of 576)", "locomlx rms_norm (rows of 576)"),
+              "logsumexp": ("mlx logsumexp (rows of 49152)", "locomlx logsumexp (rows of 49152)")}
     print("locomlx / mlx: " + ", ".join(f"{op} {rows[mlx] / rows[ours]:.1f}x faster"
                                         for op, (mlx, ours) in faster.items() if ours in rows))
     a = mx.random.normal((512, 576))

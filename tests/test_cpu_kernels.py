@@ -408,3 +408,14 @@ def test_batched_generation_normalises_its_logits_with_the_kernel(tiny_model, mo
     assert with_kernel.token_ids == with_mlx.token_ids
     _close(sum(with_kernel.logprobs, []), sum(with_mlx.logprobs, []), 1e-5)
     assert cpu_kernels.install_in_generation() and generation.mx is not mx  # and installing again is a no-op
+
+
+@needs_kernels
+def test_training_cross_entropy_is_mlx_s_with_its_gradient():
+    logits = mx.random.normal((3, 7, 5000), key=mx.random.key(15)) * 4
+    targets = mx.random.randint(0, 5000, (3, 7), key=mx.random.key(16))
+    weights = mx.random.uniform(shape=(3, 7), key=mx.random.key(17))
+    assert "LocomlxLogSumExp" in _primitives(lambda a: cpu_kernels.cross_entropy(a, targets), logits)
+    _close(cpu_kernels.cross_entropy(logits, targets), nn.losses.cross_entropy(logits, targets), 1e-5)
+    ours = mx.grad(lambda a: (cpu_kernels.cross_entropy(a, targets) * weights).sum())(logits)
+    _close(ours, mx.grad(lambda a: (nn.losses.cross_entropy(a, targets) * weights).sum())(logits), 1e-6)

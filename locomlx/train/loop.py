@@ -30,7 +30,7 @@ from typing import Callable
 from locomlx.distributed import SAVING, World, all_sum, all_sum_tree, broadcast_arrays, broadcast_object
 from locomlx.errors import LocomlxError, LostRank
 from locomlx.models.anatomy import ForwardSplit, block_linears, forward_split
-from locomlx.models.cpu_kernels import unfused_attention
+from locomlx.models.cpu_kernels import cross_entropy, unfused_attention
 from locomlx.train.config import TrainConfig
 
 import mlx.core as mx
@@ -142,7 +142,7 @@ def answer_loss(model, batch, positions, mask, split: ForwardSplit | None):
     else:
         hidden = split.trunk(batch[:, :-1])
         logits = split.head(mx.take_along_axis(hidden, positions[..., None], axis=1))
-    losses = nn.losses.cross_entropy(logits, targets) * mask
+    losses = cross_entropy(logits, targets) * mask
     ntoks = mask.sum()
     return losses.astype(mx.float32).sum() / ntoks, ntoks
 
