@@ -73,7 +73,7 @@ fi
 #    against the installed MLX (~30 s); without them decoding reads float32 weights, about half as fast, and
 #    prompts are attended with MLX's ops.
 if [ "$(uname -s)" = "Linux" ] \
-        && ! "$VENV/bin/python" -c "import locomlx, mlx.core; from locomlx.models.kernels._kernels import attention, logsumexp, rms_norm, rope, softmax, swiglu" 2>/dev/null; then
+        && ! "$VENV/bin/python" -c "import locomlx, mlx.core; from locomlx.models.kernels._kernels import attention, logsumexp, rms_norm_grad, rope, softmax, swiglu" 2>/dev/null; then
     echo "Building the CPU kernels (locomlx/models/kernels) ..."
     "$VENV/bin/python" -m locomlx.models.kernels.build \
         || echo "warning: the CPU kernels did not build; decoding stays on float32 weights and prompts on MLX ops" >&2

@@ -266,6 +266,8 @@ def test_the_rms_norm_kernel_and_its_gradient_equal_mlx(shape):
     weights = mx.random.normal(shape, key=mx.random.key(8))
     loss = lambda a, w: (mx.fast.rms_norm(a, w, 1e-5) * weights).sum()  # noqa: E731
     got = mx.grad(lambda a, w: (cpu_kernels._rms_norm(a, w, 1e-5) * weights).sum(), argnums=(0, 1))(x, norm.weight)
+    assert "LocomlxRMSNormGrad" in _primitives(lambda a: mx.grad(
+        lambda b: (cpu_kernels._rms_norm(b, norm.weight, 1e-5) * weights).sum())(a), x)  # the kernel's gradient
     for g, w in zip(got, mx.grad(loss, argnums=(0, 1))(x, norm.weight)):
         _close(g, w, 1e-4)
 

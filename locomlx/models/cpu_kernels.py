@@ -250,8 +250,9 @@ def _rope_kernel():
 
 @lru_cache(maxsize=None)
 def _rms_norm_kernel():
-    """The compiled RMS normalisation (locomlx/models/kernels/rmsnorm.cpp), or None where it is not built."""
-    return _kernels_with("rms_norm")
+    """The compiled RMS normalisation and its gradient (locomlx/models/kernels/rmsnorm.cpp), or None where they are
+    not built."""
+    return _kernels_with("rms_norm_grad")
 
 
 @mx.custom_function
@@ -273,10 +274,9 @@ def _rms_norm(x, weight, eps: float):
 
 @_rms_norm.vjp
 def _rms_norm_vjp(primals, cotangent, output):
-    """MLX's gradient of its rms_norm (it reads x, the weight and the cotangent, not the forward's output)."""
+    """The kernel's gradients of x and the weight (from x, the weight and the cotangent)."""
     x, weight, eps = primals
-    _, grads = mx.vjp(lambda a, w: mx.fast.rms_norm(a, w, eps), [x, weight], [cotangent])
-    return tuple(grads)
+    return tuple(_rms_norm_kernel().rms_norm_grad(x, weight, cotangent, eps))
 
 
 @lru_cache(maxsize=None)
