@@ -1,4 +1,5 @@
-"""Faster CPU math for MLX's float32 models: SiLU gating, attention, rotary embedding and RMS normalisation.
+"""Faster CPU math for MLX's float32 models: SiLU gating, attention, rotary embedding, RMS normalisation and the
+logits' logsumexp.
 
 On the CPU, MLX evaluates exp, sigmoid and softmax with scalar calls on one thread, while matmuls
 run in the multi-threaded BLAS, so in a SmolLM2-135M prefill on 2 cores the SiLU gating and the
@@ -15,7 +16,8 @@ Two changes, both exact to float32 rounding (tests/test_cpu_kernels.py), for whe
 
 Where the C++ kernels are built they also take the rotary embedding and the RMS normalisation, which MLX
 computes on one thread (the rope's cosines and sines once per element): 2.3 ms and 1 ms a layer of a
-512-token prefill, against 0.1 ms each in the kernels.
+512-token prefill, against 0.1 ms each in the kernels; and the logsumexp over the vocabulary with which mlx-lm's
+generators normalise every step's logits and a training step's cross-entropy starts (`install_in_generation`).
 
 `install()` puts these into a loaded mlx-lm model's module (e.g. `mlx_lm.models.llama`) and layers for
 float32 models on the CPU; Metal and CUDA keep MLX's own kernels. Gradients are defined (custom vjp), so
