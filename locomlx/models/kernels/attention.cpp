@@ -44,7 +44,8 @@ namespace {
 
 
 // One query row: out = softmax(scale * q . k_j for j < n, where `allowed` (if given) is true) . v_j, key and
-// value j at k + j * k_row and v + j * v_row, with `scores` as scratch; a row with no allowed key is zeros (a padding row, which no later step reads).
+// value j at k + j * k_row and v + j * v_row, with `scores` as scratch; a row with no allowed key is zeros (a
+// padding row, which no later step reads).
 template <int D>
 void attend_row(const float* q, const float* k, int64_t k_row, const float* v, int64_t v_row, float* out, int n,
                 const bool* allowed, float scale, float* scores) {
@@ -220,7 +221,8 @@ mx::array attention(const mx::array& q, const mx::array& k, const mx::array& v, 
     throw std::invalid_argument("attention: head dimension must be 64, 128 or 256.");
   }
   auto s = mx::default_stream(mx::Device::cpu);
-  std::vector<mx::array> inputs{q, k, v};  // read in place, whatever their strides (a cache's buffer, a transposed view)
+  // Read in place, whatever their strides (a cache's buffer, a transposed view).
+  std::vector<mx::array> inputs{q, k, v};
   if (mask) {
     const auto& m = *mask;
     if (m.dtype() != mx::bool_ || m.ndim() != 4 || (m.shape(0) != 1 && m.shape(0) != q.shape(0)) ||
