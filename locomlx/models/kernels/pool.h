@@ -138,21 +138,29 @@ inline Pool& pool() {
   return instance;
 }
 
-// Runs body(lo, hi) over [0, n) in ranges: one per part of the pool when `parallel`, else one range; the bounds
-// between ranges fall on multiples of `align` (8 keeps each range's writes on whole AVX vectors).
+// How many parts over_parts splits a call into: one per part of the pool when `parallel`, else one.
+inline int parts_for(bool parallel) { return parallel ? pool().parts() : 1; }
+
+// Runs body(part, lo, hi) over [0, n) in `parts` ranges (a caller that keeps one partial result per part sizes
+// it by the same count it passes here); the bounds between ranges fall on multiples of `align` (8 keeps each
+// range's writes on whole AVX vectors). An empty range is skipped.
 template <typename Body>
-void over_ranges(int64_t n, bool parallel, Body body, int64_t align = 1) {
-  Pool& p = pool();
-  const int parts = parallel ? p.parts() : 1;
+void over_parts(int64_t n, int parts, Body body, int64_t align = 1) {
   if (parts == 1) {
-    body(0, n);
+    body(0, int64_t{0}, n);
     return;
   }
-  p.run(parts, [&](int part) {
+  pool().run(parts, [&](int part) {
     const int64_t lo = n * part / parts / align * align;
     const int64_t hi = part + 1 == parts ? n : n * (part + 1) / parts / align * align;
-    if (lo < hi) body(lo, hi);
+    if (lo < hi) body(part, lo, hi);
   });
+}
+
+// Runs body(lo, hi) over [0, n) in ranges, one per part of the pool when `parallel`, else one range.
+template <typename Body>
+void over_ranges(int64_t n, bool parallel, Body body, int64_t align = 1) {
+  over_parts(n, parts_for(parallel), [&](int, int64_t lo, int64_t hi) { body(lo, hi); }, align);
 }
 
 }  // namespace locomlx_kernels
