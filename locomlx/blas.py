@@ -146,6 +146,9 @@ def preload() -> BlasStatus:
         )
         return _status
     share_cores_among_ranks()
+    # MKL on GNU OpenMP runs its products on the very threads the CPU kernels use (locomlx/models/kernels/pool.h);
+    # on Intel's OpenMP the two teams would spin on each other's cores between calls.
+    os.environ.setdefault("MKL_THREADING_LAYER", "GNU")
     requested = os.environ.get(ENV_VAR, "").strip()
     if requested.lower() == "none":
         _status = BlasStatus(None, f"disabled by {ENV_VAR}=none")

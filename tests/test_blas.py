@@ -42,6 +42,24 @@ def test_loaded_library_is_the_one_mlx_calls():
     assert provider.rsplit("/", 1)[-1].split(".so")[0] == preloaded.rsplit("/", 1)[-1].split(".so")[0]
 
 
+@pytest.mark.skipif("mkl" not in str(blas.preload().path), reason="MKL is not the preloaded BLAS")
+def test_mkl_runs_on_the_gnu_openmp_team_the_kernels_use():
+    """MKL on Intel's OpenMP would keep a second team of threads spinning on the cores the kernels' team needs."""
+    code = (
+        "import locomlx\n"
+        "import mlx.core as mx\n"
+        "a = mx.ones((256, 256))\n"
+        "mx.eval(a @ a)\n"
+        "maps = open('/proc/self/maps').read()\n"
+        "print('libmkl_gnu_thread' in maps, 'libiomp5' in maps)\n"
+    )
+    out = _run(code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "False"]
+    # a layer the user chose is kept
+    assert _run(code, MKL_THREADING_LAYER="INTEL").stdout.split() == ["False", "True"]
+
+
 def test_env_none_disables():
     out = _run("import locomlx; from locomlx import blas; print(blas.preload())", LOCOMLX_BLAS="none")
     assert "disabled by LOCOMLX_BLAS=none" in out.stdout

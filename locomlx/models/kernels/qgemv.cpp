@@ -4,9 +4,8 @@
 // weights, which reads four to eight times the bytes per token. This primitive reads the quantized weights
 // themselves (MLX's layout: 4-bit or 8-bit values packed into uint32s, low bits first; one scale and bias
 // per group), unpacks
-// them with AVX2 where the compiler targets it, and splits the output rows across a small thread pool
-// whose workers spin briefly between calls (a decode step makes ~200 of them, microseconds apart) and
-// then sleep, so they never hold a core while other work runs.
+// them with AVX2 where the compiler targets it, and splits the output rows across the kernels' threads
+// (pool.h: OpenMP's team, awake between the ~200 calls of a decode step, microseconds apart).
 
 #include <algorithm>
 #include <cstdint>
