@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Where a prompt's prefill loses to transformers on this CPU: its matrix products, alone and in the model.
+"""Where a prompt's prefill spends its time against transformers on this CPU: its matrix products, alone and in
+the model.
 
 `locomlx bench` times a 512-token prefill of the embedded model against transformers on the same float32 weights.
 This splits that forward three ways, in each engine:
@@ -9,9 +10,10 @@ This splits that forward three ways, in each engine:
 - (locomlx) the 30 blocks with those products replaced by constants that still depend on their input, so that
   everything but the products runs as in the model; (torch) its profiler's time outside `aten::mm`;
 - and the parts added up, and what the whole forward spends beyond them: the parts slowing each other.
-locomlx also runs with MKL's spin-wait between calls off (KMP_BLOCKTIME=0) and with the CPU kernels on one
-thread (LOCOMLX_KERNEL_THREADS=1), the two thread pools that share the cores. Every variant runs in its own
-process once per round, the rounds in alternating order; medians over rounds. Writes docs/prefill-gap.md.
+locomlx also runs with MKL on Intel's OpenMP (MKL_THREADING_LAYER=INTEL: the products on a team of threads
+other than the kernels', the two spinning on each other's cores) and with the CPU kernels on one thread
+(LOCOMLX_KERNEL_THREADS=1). Every variant runs in its own process once per round, the rounds in alternating
+order; medians over rounds. Writes docs/prefill-gap.md.
 
     python scripts/prefill_gap.py                  # 3 rounds (about 4 minutes on 2 cores)
     python scripts/prefill_gap.py --rounds 1 --out /tmp/gap.md
@@ -31,7 +33,7 @@ import locomlx  # first: preloads the CBLAS (off, by LOCOMLX_BLAS=none, in the t
 ROOT = Path(__file__).resolve().parents[1]
 TOKENS = 512
 REPEATS = 5
-VARIANTS = {"locomlx": {}, "locomlx, KMP_BLOCKTIME=0": {"KMP_BLOCKTIME": "0"},
+VARIANTS = {"locomlx": {}, "locomlx, MKL_THREADING_LAYER=INTEL": {"MKL_THREADING_LAYER": "INTEL"},
             "locomlx, LOCOMLX_KERNEL_THREADS=1": {"LOCOMLX_KERNEL_THREADS": "1"}, "transformers": {}}
 LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -147,7 +149,7 @@ def main() -> None:
         figures["whole less its parts"] = figures["whole forward"] - figures["parts added up"]
     rows = ["whole forward", "block products alone", "head product alone", "blocks without their products",
             "outside aten::mm (profiled)", "parts added up", "whole less its parts"]
-    lines = ["# Where the prefill loses to transformers", "",
+    lines = ["# Where a prefill spends its time, against transformers", "",
              f"Written by `python scripts/prefill_gap.py{'' if args.rounds == 3 else f' --rounds {args.rounds}'}` "
              f"on the embedded SmolLM2-135M: a {TOKENS}-token prompt on the same float32 weights, milliseconds, "
              f"medians of {REPEATS} repeats in each process and of {args.rounds} rounds (every variant in its own "
