@@ -188,13 +188,26 @@ def test_the_re2_votes_study_chooses_a_temperature_and_compares_every_decoding_w
         assert two["latency_seconds"] == pytest.approx(three["latency_seconds"] * 2 / 3)
     pools = sorted((tmp_path / "work").glob("pool-*.json"))
     assert len(pools) == 4  # one per domain and RE2 setting
+    sys.path.insert(0, str(SCRIPTS))
+    import re2_votes_study
     for pool in map(json.loads, map(Path.read_text, pools)):  # whole chunks of questions, 3 samples each
         assert len(pool["questions"]) >= 6 and {len(q) for q in pool["questions"]} == {3}
+        assert len(pool["chunk_seconds_per_question"]) == -(-len(pool["questions"]) // re2_votes_study.POOL_CHUNK)
     kept = [p.read_text() for p in pools]
     _run_quick("re2_votes_study.py", two_domains, out, "--work", str(tmp_path / "work"))
     assert [p.read_text() for p in pools] == kept  # a rerun samples nothing again
     page = out.with_suffix(".md").read_text()
     assert "| RE2, 3 votes |" in page and "## The answer" in page
+
+
+def test_a_pool_paused_in_one_chunk_keeps_its_latency():
+    sys.path.insert(0, str(SCRIPTS))
+    import re2_votes_study
+
+    pool = {"questions": [[]] * 48, "seconds": 1.0 + 1.0 + 600.0, "chunk_seconds_per_question": [0.06, 0.07, 37.5]}
+    assert re2_votes_study.seconds_per_question(pool) == 0.07
+    del pool["chunk_seconds_per_question"]  # a pool saved before chunks were timed
+    assert re2_votes_study.seconds_per_question(pool) == pytest.approx(602.0 / 48)
 
 
 def test_the_ensembles_study_trains_variants_and_compares_the_vote_with_the_best_single_member(two_domains,

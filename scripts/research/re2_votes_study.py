@@ -6,10 +6,11 @@ For every active adapter, on its full benchmark with its own evaluation's settin
 read twice). Every question gets one pool of 15 samples (per RE2 setting) and k votes are the vote over
 its first k samples: a k-vote answer from k independent samples, as a separate run would draw, for a
 third of the generation, and its latency is the pool's time times k/15 (batched sampling costs in
-proportion to the samples). The sampling temperature is chosen per domain on a validation split, never on the
-benchmark: rows of the domain's data pool past the adapter's own training rows (the data builder returns
-the same first rows when asked for more, so these are unseen), scored at 5 votes for each candidate
-temperature. Every row has a 95% interval, a paired test against greedy and its latency cost
+proportion to the samples; the pool's time per question is the median over its chunks of questions, so that
+a chunk that ran while the process was paused does not count). The sampling temperature is chosen per domain
+on a validation split, never on the benchmark: rows of the domain's data pool past the adapter's own training
+rows (the data builder returns the same first rows when asked for more, so these are unseen), scored at 5 votes
+for each candidate temperature. Every row has a 95% interval, a paired test against greedy and its latency cost
 (generation time per question over greedy's).
 
 Sample pools are kept under --work (not committed), saved every few questions, and greedy and
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from dataclasses import asdict, replace
@@ -107,9 +109,18 @@ def _sample_pool(engine: Engine, adapter: str, benchmark: Path, examples: list, 
         pool["questions"] += [[asdict(c) for c in group] for group in candidates]
         pool["tokens"] += batch.generation_tokens
         pool["seconds"] += batch.seconds
+        pool.setdefault("chunk_seconds_per_question", []).append(batch.seconds / len(chunk))
         write_text_atomic(path, json.dumps(pool))
         print(f"    pool {len(pool['questions'])}/{wanted}", file=sys.stderr)
     return [[Candidate(**c) for c in group] for group in pool["questions"][:wanted]], pool
+
+
+def seconds_per_question(pool: dict) -> float:
+    """A pool's generation seconds per question: the median over its chunks where they were timed one by one (a
+    pool made over several sittings may have chunks that ran while the process was paused for other work,
+    reading far slower than the rest), else its mean (pools saved before chunks were timed)."""
+    timed = pool.get("chunk_seconds_per_question")
+    return statistics.median(timed) if timed else pool["seconds"] / len(pool["questions"])
 
 
 def _voted_run(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str, config: InferenceConfig,
@@ -119,7 +130,7 @@ def _voted_run(engine: Engine, adapter: str, benchmark: Path, examples: list, me
     started = time.perf_counter()
     examples = examples[: config.limit]
     decided = [vote_for_example(metric, ex, group[:votes]) for ex, group in zip(examples, pool)]
-    seconds = cost["seconds"] / len(cost["questions"]) * len(examples) * votes / config.votes
+    seconds = seconds_per_question(cost) * len(examples) * votes / config.votes
     answers = Answers([v.winner.text for v in decided], cost["tokens"] / cost["seconds"] if cost["seconds"] else 0.0,
                       seconds, [v.split for v in decided])
     return scored_run(engine, benchmark, examples, adapter, metric, answers, replace(config, votes=votes), started)
