@@ -36,6 +36,7 @@ using locomlx_kernels::pool;
 using locomlx_kernels::prepared_encoder;
 #ifdef LOCOMLX_AVX2
 using locomlx_kernels::hsum;
+using locomlx_kernels::hsum4;
 #endif
 using locomlx_kernels::exp_shifted_sum;
 using locomlx_kernels::row_max;
@@ -85,9 +86,7 @@ void attend_row(const float* q, const float* k, int64_t k_row, const float* v, i
         a2 = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(k2 + 8 * c), a2);
         a3 = _mm256_fmadd_ps(qv[c], _mm256_loadu_ps(k3 + 8 * c), a3);
       }
-      // hadd twice leaves each key's low-half sum in lanes 0-3 and its high-half sum in lanes 4-7.
-      const __m256 sums = _mm256_hadd_ps(_mm256_hadd_ps(a0, a1), _mm256_hadd_ps(a2, a3));
-      _mm_storeu_ps(scores + j, _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1)));
+      _mm_storeu_ps(scores + j, hsum4(a0, a1, a2, a3));
     }
     for (; j < n; ++j) {
       const float* kj = k + j * k_row;
@@ -134,6 +133,7 @@ void attend_row(const float* q, const float* k, int64_t k_row, const float* v, i
 template <int D>
 void attend_pair(const float* q0, const float* q1, const float* k, int64_t k_row, const float* v, int64_t v_row,
                  float* out0, float* out1, int n, float scale, float* scores0, float* scores1) {
+  static_assert(D % 32 == 0, "the output loop below takes four vectors of 8 floats at a time");
   constexpr int C = D / 8;
   alignas(32) float qs0[D], qs1[D];
   for (int d = 0; d < D; ++d) {
@@ -162,11 +162,8 @@ void attend_pair(const float* q0, const float* q1, const float* k, int64_t k_row
         a[1][r] = _mm256_fmadd_ps(x1, kv, a[1][r]);
       }
     }
-    float* rows_out[2] = {scores0 + j, scores1 + j};
-    for (int row = 0; row < 2; ++row) {
-      const __m256 sums = _mm256_hadd_ps(_mm256_hadd_ps(a[row][0], a[row][1]), _mm256_hadd_ps(a[row][2], a[row][3]));
-      _mm_storeu_ps(rows_out[row], _mm_add_ps(_mm256_castps256_ps128(sums), _mm256_extractf128_ps(sums, 1)));
-    }
+    _mm_storeu_ps(scores0 + j, hsum4(a[0][0], a[0][1], a[0][2], a[0][3]));
+    _mm_storeu_ps(scores1 + j, hsum4(a[1][0], a[1][1], a[1][2], a[1][3]));
   }
   for (; j < n; ++j) {
     scores0[j] = dot(qs0, k + j * k_row);
@@ -251,13 +248,11 @@ void attend(Rows q, Rows k, Rows v, const bool* mask, int mask_batch, float* out
         const int64_t kv = h / group;
         const int n = causal ? offset + i + 1 : s.keys;
 #ifdef LOCOMLX_AVX2
-        if constexpr (D % 32 == 0) {
-          if (causal && !mask && row + 1 < end && i + 1 < s.queries) {  // the next row: same head, one more key
-            attend_pair<D>(q.at(b, h) + i * q.row, q.at(b, h) + (i + 1) * q.row, k.at(b, kv), k.row, v.at(b, kv),
-                           v.row, out + row * D, out + (row + 1) * D, n, scale, scores.data(), pair_scores.data());
-            ++row;
-            continue;
-          }
+        if (causal && !mask && row + 1 < end && i + 1 < s.queries) {  // the next row: same head, one more key
+          attend_pair<D>(q.at(b, h) + i * q.row, q.at(b, h) + (i + 1) * q.row, k.at(b, kv), k.row, v.at(b, kv),
+                         v.row, out + row * D, out + (row + 1) * D, n, scale, scores.data(), pair_scores.data());
+          ++row;
+          continue;
         }
 #endif
         const bool* allowed =
