@@ -200,14 +200,17 @@ def test_the_re2_votes_study_chooses_a_temperature_and_compares_every_decoding_w
     assert "| RE2, 3 votes |" in page and "## The answer" in page
 
 
-def test_a_pool_paused_in_one_chunk_keeps_its_latency():
+def test_a_pool_paused_in_one_chunk_keeps_its_latency_and_speed():
     sys.path.insert(0, str(SCRIPTS))
     import re2_votes_study
 
-    pool = {"questions": [[]] * 48, "seconds": 1.0 + 1.0 + 600.0, "chunk_seconds_per_question": [0.06, 0.07, 37.5]}
+    pool = {"questions": [[]] * 48, "tokens": 480, "seconds": 1.0 + 1.0 + 600.0,
+            "chunk_seconds_per_question": [0.06, 0.07, 37.5]}
     assert re2_votes_study.seconds_per_question(pool) == 0.07
+    assert re2_votes_study.tokens_per_second(pool) == pytest.approx(10 / 0.07)
     del pool["chunk_seconds_per_question"]  # a pool saved before chunks were timed
     assert re2_votes_study.seconds_per_question(pool) == pytest.approx(602.0 / 48)
+    assert re2_votes_study.tokens_per_second(pool) == pytest.approx(480 / 602.0)
 
 
 def test_the_ensembles_study_trains_variants_and_compares_the_vote_with_the_best_single_member(two_domains,

@@ -123,6 +123,13 @@ def seconds_per_question(pool: dict) -> float:
     return statistics.median(timed) if timed else pool["seconds"] / len(pool["questions"])
 
 
+def tokens_per_second(pool: dict) -> float:
+    """A pool's generation speed: its tokens per question over `seconds_per_question`, so that a pause skews
+    neither."""
+    seconds = seconds_per_question(pool)
+    return pool["tokens"] / len(pool["questions"]) / seconds if seconds else 0.0
+
+
 def _voted_run(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str, config: InferenceConfig,
                pool: list[list[Candidate]], cost: dict, votes: int):
     """The benchmark's first `config.limit` `examples` answered by the vote over each question's first `votes`
@@ -131,8 +138,7 @@ def _voted_run(engine: Engine, adapter: str, benchmark: Path, examples: list, me
     examples = examples[: config.limit]
     decided = [vote_for_example(metric, ex, group[:votes]) for ex, group in zip(examples, pool)]
     seconds = seconds_per_question(cost) * len(examples) * votes / config.votes
-    answers = Answers([v.winner.text for v in decided], cost["tokens"] / cost["seconds"] if cost["seconds"] else 0.0,
-                      seconds, [v.split for v in decided])
+    answers = Answers([v.winner.text for v in decided], tokens_per_second(cost), seconds, [v.split for v in decided])
     return scored_run(engine, benchmark, examples, adapter, metric, answers, replace(config, votes=votes), started)
 
 
