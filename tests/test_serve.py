@@ -30,6 +30,12 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C reaches the server as it does in a terminal, also when the tests were started in the background
+    (a non-interactive shell's `&` starts its job with SIGINT ignored, and a child inherits that)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="module")
 def served(real_model, tmp_path_factory):
     """The server as a student starts it, in its own process: 4 rows decode together, 12 more may wait."""
@@ -42,7 +48,8 @@ def served(real_model, tmp_path_factory):
     with open(log, "w") as out:
         process = subprocess.Popen([str(Path(sys.executable).parent / "locomlx"), "serve", "--port", str(port),
                                     "--adapters-dir", str(library), "--max-batch", "4",
-                                    "--max-queue", "12"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+                                    "--max-queue", "12"], stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT,
+                                   preexec_fn=_as_from_a_terminal)
     url = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:
