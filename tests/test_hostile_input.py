@@ -23,7 +23,7 @@ from locomlx.registry.schema import parse_registry
 from locomlx.registry.staging import claim_staging
 from locomlx.registry.validate import validate_library
 from locomlx.train.config import load_config
-from locomlx.train.trainer import resume_config, train
+from locomlx.train.trainer import partial_dir, resumable, resume_config, train
 
 import mlx.core as mx
 import numpy as np
@@ -230,10 +230,26 @@ def test_ctrl_c_inside_a_step_checkpoints_a_consistent_state(tiny_model, train_d
     with pytest.raises(loop.TrainingInterrupted, match="step 7"):
         train(_config(tiny_model, train_data, tmp_path / "cut"))
     monkeypatch.undo()
+    assert resumable(tmp_path / "cut")
+    with pytest.raises(LocomlxError, match="An interrupted run exists"):  # a plain rerun never discards it
+        train(_config(tiny_model, train_data, tmp_path / "cut"))
     resumed = train(resume_config(tmp_path / "cut"), resume=True).output
     a, b = mx.load(str(full / "adapter_model.safetensors")), mx.load(str(resumed / "adapter_model.safetensors"))
     for key in a:
         np.testing.assert_allclose(np.array(a[key]), np.array(b[key]), rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_run_killed_before_its_first_checkpoint_starts_over(tiny_model, train_data, tmp_path):
+    """A run killed while it loaded (before any step was saved) leaves only its recorded config: --resume has
+    nothing to continue, so a plain rerun trains afresh instead of asking for --resume."""
+    out = tmp_path / "run"
+    (partial_dir(out) / "training").mkdir(parents=True)
+    (partial_dir(out) / "training" / "train_config.yaml").write_text("config: {}\n")
+    assert not resumable(out)
+    with pytest.raises(LocomlxError, match="No checkpoint to resume from"):
+        train(_config(tiny_model, train_data, out), resume=True)
+    assert (train(_config(tiny_model, train_data, out)).output / "adapter_config.json").is_file()
+    assert not partial_dir(out).exists()
 
 
 def test_resume_refuses_a_changed_dataset(tiny_model, train_data, tmp_path):

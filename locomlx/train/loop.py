@@ -178,13 +178,20 @@ def save_checkpoint(directory: Path, model: nn.Module, optimizer: optim.Optimize
     shutil.rmtree(old, ignore_errors=True)
 
 
+def saved_checkpoint(directory: Path) -> Path | None:
+    """The complete checkpoint under `directory`: itself, or the previous one that a save interrupted between
+    its two renames left aside; None when the run stopped before its first save."""
+    for candidate in (directory, directory.with_name(directory.name + ".old")):
+        if (candidate / "state.json").is_file():
+            return candidate
+    return None
+
+
 def load_checkpoint(directory: Path, model: nn.Module, optimizer: optim.Optimizer) -> LoopState:
-    if not (directory / "state.json").is_file():
-        old = directory.with_name(directory.name + ".old")
-        if (old / "state.json").is_file():
-            directory = old
-        else:
-            raise LocomlxError(f"No checkpoint to resume from in {directory}; start without --resume.")
+    saved = saved_checkpoint(directory)
+    if saved is None:
+        raise LocomlxError(f"No checkpoint to resume from in {directory}; start without --resume.")
+    directory = saved
     model.load_weights(list(mx.load(str(directory / "adapter.safetensors")).items()), strict=False)
     optimizer.state = tree_unflatten(list(mx.load(str(directory / "optimizer.safetensors")).items()))
     return LoopState.from_json((directory / "state.json").read_text())

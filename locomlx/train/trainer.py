@@ -33,7 +33,7 @@ from locomlx.models.resolve import resolve_model
 from locomlx.prompt import length_counter, render_example
 from locomlx.provenance import file_sha256, hardware, versions
 from locomlx.train.config import TrainConfig, load_config
-from locomlx.train.loop import Encoded, LoopState, add_lora_layers, run_loop
+from locomlx.train.loop import Encoded, LoopState, add_lora_layers, run_loop, saved_checkpoint
 from locomlx.train.report import DataStats, loss_svg, training_log
 
 import mlx.core as mx
@@ -155,6 +155,12 @@ def partial_dir(output: str | Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
+def resumable(output: str | Path) -> bool:
+    """Whether an interrupted run of `output` left a checkpoint to resume from (one stopped before its first
+    save leaves only its recorded config)."""
+    return saved_checkpoint(partial_dir(output) / "checkpoint") is not None
+
+
 def resume_config(output: str | Path) -> TrainConfig:
     """The exact configuration an interrupted run of `output` started with."""
     stored = partial_dir(output) / "training" / "train_config.yaml"
@@ -180,7 +186,9 @@ def _prepare_output(config: TrainConfig, resume: bool) -> TrainConfig:
         raise LocomlxError(f"{output} {what}; choose another --output, or delete it first. To improve an adapter, "
                            f"train the new version into a folder of its own (e.g. {output.name}-v2) and register it "
                            f"with the same name and a higher --version (CONTRIBUTING.md, 'Improving an adapter').")
-    if not resume and partial.exists():
+    if not resume and partial.exists() and not resumable(output):
+        shutil.rmtree(partial)  # stopped before its first checkpoint: nothing in it to continue or to lose
+    elif not resume and partial.exists():
         raise LocomlxError(f"An interrupted run exists in {partial}; "
                            "continue it with --resume, or delete it to start over.")
     in_place = output / "eval" / "benchmark.jsonl"

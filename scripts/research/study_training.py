@@ -12,7 +12,7 @@ from locomlx.atomic import write_text_atomic
 from locomlx.data.records import read_examples
 from locomlx.train.config import load_config, recorded_recipe
 from locomlx.train.replay import replay_file_from
-from locomlx.train.trainer import partial_dir, train
+from locomlx.train.trainer import resumable, train
 
 
 def own_examples(folder: Path) -> int:
@@ -38,7 +38,7 @@ def train_variant(library: Path, folder: Path, out: Path, reference: str | None,
                      "replay": [str(replay)] if replay_rows else [], "allow_small": True,
                      "replay_per_file": max(1, round(replay_rows * n / own_examples(folder))), **changes}
         started = time.perf_counter()
-        result = train(load_config(None, overrides), resume=partial_dir(out).is_dir())
+        result = train(load_config(None, overrides), resume=resumable(out))
         facts = {"train_seconds": time.perf_counter() - started, "steps": result.state.step,
                  "replayed": result.stats.replayed, **changes}
         write_text_atomic(out / "study.json", json.dumps(facts))
