@@ -191,10 +191,9 @@ def load_checkpoint(directory: Path, model: nn.Module, optimizer: optim.Optimize
     saved = saved_checkpoint(directory)
     if saved is None:
         raise LocomlxError(f"No checkpoint to resume from in {directory}; start without --resume.")
-    directory = saved
-    model.load_weights(list(mx.load(str(directory / "adapter.safetensors")).items()), strict=False)
-    optimizer.state = tree_unflatten(list(mx.load(str(directory / "optimizer.safetensors")).items()))
-    return LoopState.from_json((directory / "state.json").read_text())
+    model.load_weights(list(mx.load(str(saved / "adapter.safetensors")).items()), strict=False)
+    optimizer.state = tree_unflatten(list(mx.load(str(saved / "optimizer.safetensors")).items()))
+    return LoopState.from_json((saved / "state.json").read_text())
 
 
 # --- the loop -------------------------------------------------------------------------------

@@ -186,11 +186,11 @@ def _prepare_output(config: TrainConfig, resume: bool) -> TrainConfig:
         raise LocomlxError(f"{output} {what}; choose another --output, or delete it first. To improve an adapter, "
                            f"train the new version into a folder of its own (e.g. {output.name}-v2) and register it "
                            f"with the same name and a higher --version (CONTRIBUTING.md, 'Improving an adapter').")
-    if not resume and partial.exists() and not resumable(output):
+    if not resume and partial.exists():
+        if resumable(output):
+            raise LocomlxError(f"An interrupted run exists in {partial}; "
+                               "continue it with --resume, or delete it to start over.")
         shutil.rmtree(partial)  # stopped before its first checkpoint: nothing in it to continue or to lose
-    elif not resume and partial.exists():
-        raise LocomlxError(f"An interrupted run exists in {partial}; "
-                           "continue it with --resume, or delete it to start over.")
     in_place = output / "eval" / "benchmark.jsonl"
     if config.benchmark is None and in_place.is_file():
         config = dataclasses.replace(config, benchmark=str(in_place))
