@@ -152,6 +152,22 @@ def test_the_data_size_study_trains_each_size_with_replay_in_proportion_and_reus
     assert "## The answer" in page and page.count("## spam") == 1
 
 
+def test_the_data_size_page_says_when_replay_lost_its_share_and_when_more_data_scored_lower():
+    sys.path.insert(0, str(SCRIPTS))
+    from data_size_study import falls_after, flattens_at, replay_note
+
+    rows = [{"examples": n, "replayed": r, "score": s, "p_vs_best": p}
+            for n, r, s, p in ((200, 60, 0.87, 0.01), (500, 150, 0.91, 1.0), (1000, 150, 0.83, 0.003))]
+    domain = {"recipe_examples": 500, "rows": rows}
+    assert replay_note(domain) == ("Above 500 examples the replay stays at the recipe's 150 questions (there are no "
+                                   "more), so its share of the mix falls from 23% to 13% at 1000.")
+    assert flattens_at(domain) == 500
+    assert falls_after(domain) == "; at 1000 the score falls significantly (0.830, p 0.003 against 500)"
+    rows[2]["p_vs_best"] = 0.2  # not significantly lower: nothing to say
+    assert falls_after(domain) == ""
+    assert replay_note({"recipe_examples": 500, "rows": rows[:2]}) == ""  # no size above the recipe's
+
+
 def test_a_study_page_keeps_other_domains_only_when_measured_under_the_same_conditions(tmp_path, capsys):
     sys.path.insert(0, str(SCRIPTS))
     from study_files import with_kept_domains, written_by

@@ -5,7 +5,8 @@ For each domain, adapters are trained on the first 25, 50, 100, 200, 500 and 100
 seeded training pool, with the recipe of the library's own adapter for that domain (its
 train_config.yaml: rank, learning rate, epochs, batch, sequence length) and its replay questions in the
 same share of the mix (the recipe replays R questions beside its N examples; a run on n examples
-replays R * n / N, at least one), so the amount of data is the only thing that changes. Every adapter
+replays R * n / N, at least one and at most the R there are), so up to N examples the amount of data is the
+only thing that changes; above N the replay's share of the mix falls, and the page says so. Every adapter
 answers the full benchmark of the library's adapter, with that adapter's inference settings; scores
 get 95% intervals and a paired test against the base. The pool is the domain's data builder
 (scripts/data/) asked for 1000+ training rows: its benchmark is checked to be the library's, so the
@@ -121,6 +122,27 @@ def _plot(facts: dict):
     return fig
 
 
+def falls_after(domain: dict) -> str:
+    """The sizes above the best one that score significantly below it (more data made this adapter worse)."""
+    best = max(domain["rows"], key=lambda r: r["score"])
+    worse = [r for r in domain["rows"] if r["examples"] > best["examples"] and r["p_vs_best"] < 0.05]
+    return "".join(f"; at {r['examples']} the score falls significantly ({r['score']:.3f}, p {r['p_vs_best']:.2g} "
+                   f"against {best['examples']})" for r in worse)
+
+
+def replay_note(domain: dict) -> str:
+    """Where the replay could not keep its share: the recipe's R questions are all there are, so a run on
+    more examples than the recipe's N replays the same R, a smaller part of its mix."""
+    recipe = next((r for r in domain["rows"] if r["examples"] == domain["recipe_examples"]), None)
+    above = [r for r in domain["rows"] if r["examples"] > domain["recipe_examples"]]
+    if recipe is None or not above:
+        return ""
+    share = lambda r: r["replayed"] / (r["examples"] + r["replayed"])  # noqa: E731
+    return (f"Above {recipe['examples']} examples the replay stays at the recipe's {recipe['replayed']} questions "
+            "(there are no more), so its share of the mix falls from "
+            f"{share(recipe):.0%} to " + ", ".join(f"{share(r):.0%} at {r['examples']}" for r in above) + ".")
+
+
 def _markdown(facts: dict, plot: Path) -> str:
     n = facts["limit"] or "all"
     lines = ["# How much data does a specialist need?", "",
@@ -140,7 +162,8 @@ def _markdown(facts: dict, plot: Path) -> str:
             lines.append(f"| {r['examples']} | {r['replayed']} | {r['steps']} | {r['train_seconds']:.0f} | "
                          f"{interval(r['score'], r['ci95'])} | {r['score'] - d['base']['score']:+.3f} | "
                          f"{r['p_vs_base']:.3g} | {r['p_vs_best']:.3g} |")
-        lines.append("")
+        note = replay_note(d)
+        lines += ["", note, ""] if note else [""]
     lines += [f"![score against training examples]({plot.name})", "", "## The answer", ""]
     for d in facts["domains"]:
         winner, flat, largest = smallest_winner(d), flattens_at(d), max(r["examples"] for r in d["rows"])
@@ -149,6 +172,7 @@ def _markdown(facts: dict, plot: Path) -> str:
                      + (f"; scores stop rising significantly at {flat} examples" if flat < largest else
                         f"; the largest size tried ({largest}) is the best, so the study cannot say where gains "
                         "flatten")
+                     + falls_after(d)
                      + f"; the library's own adapter, trained on {d['recipe_examples']} with this recipe, scores "
                      f"{d['library_score']:.3f} (its results.json).")
     return "\n".join(lines) + "\n"
