@@ -149,8 +149,9 @@ def _markdown(facts: dict, plot: Path) -> str:
              f"Written by {written_by(facts)}. Library `{facts['library']}`, base "
              f"`{facts['base_model']}`; {n} examples of each domain's benchmark. Each adapter is trained on the first "
              "n examples of one seeded pool with the recipe of the library's adapter for its domain, replay in the "
-             "same share. Intervals: 95% bootstrap; p: paired test (McNemar for 0/1 scores, paired bootstrap "
-             "otherwise) against the base, and against the best size.", ""]
+             "same share up to the recipe's size (the notes under the tables say where it could not). Intervals: "
+             "95% bootstrap; p: paired test (McNemar for 0/1 scores, paired bootstrap otherwise) against the base, "
+             "and against the best size.", ""]
     for d in facts["domains"]:
         lines += [f"## {d['domain']} ({d['metric']}; recipe of `{d['adapter']}`, trained on "
                   f"{d['recipe_examples']}; pool of {d['pool']} from the "
