@@ -254,6 +254,48 @@ def test_shared_prompt_prefix_is_prefilled_once_with_the_same_results(engine, ad
         np.testing.assert_allclose(alone.mean_logprobs[0], mean, atol=1e-4)
 
 
+def test_a_prompt_given_to_several_rows_is_prefilled_once(engine, adapters):
+    """Votes are many samples of one prompt: each distinct prompt is prefilled once, whole, and its rows
+    start from its cache with only its last token left; greedy rows answer exactly as the prompt alone,
+    sampled rows still differ, and a row whose prompt is not repeated shares the others' common prefix."""
+    from locomlx.engine.prefix import prefill_prompts
+    from locomlx.prompt import example_messages, render_prompt
+
+    engine.load_adapter(adapters["r4"])
+    rows = tiny.sentiment_examples(3, 13)
+    conversations = [example_messages(r["instruction"], r["input"]) for r in rows]
+    prompts = [render_prompt(engine.tokenizer, c) for c in conversations]
+    repeated = [prompts[0]] * 3 + [prompts[1]] * 2 + [prompts[2]]
+    rest, caches = prefill_prompts(engine.model, repeated)
+    assert rest[:5] == [prompts[0][-1:]] * 3 + [prompts[1][-1:]] * 2
+    assert caches[0] is caches[2] and caches[3] is caches[4] and caches[0] is not caches[3]
+    assert caches[0][0].offset == len(prompts[0]) - 1 and caches[3][0].offset == len(prompts[1]) - 1
+    assert rest[5] == prompts[2] and caches[5] is None  # alone: nothing shared with itself
+    assert prefill_prompts(engine.model, prompts)[0] != prompts  # no repeats: the shared prefix, as before
+
+    calls = []
+    original = type(engine.model).__call__
+
+    def counting(self, inputs, *args, **kwargs):
+        calls.append(inputs.shape)
+        return original(self, inputs, *args, **kwargs)
+
+    jobs = [conversations[0]] * 4 + [conversations[1]] * 4
+    type(engine.model).__call__ = counting
+    try:
+        greedy = engine.generate_batch(jobs, "r4", max_tokens=6, batch_size=8, logprobs=True)
+    finally:
+        type(engine.model).__call__ = original
+    assert calls[:2] == [(1, len(prompts[0]) - 1), (1, len(prompts[1]) - 1)]  # each prompt once
+    assert calls[2] == (8, 1)  # then one token per row
+    for conversation, block in ((conversations[0], slice(0, 4)), (conversations[1], slice(4, 8))):
+        alone = engine.generate_batch([conversation], "r4", max_tokens=6, logprobs=True)
+        assert greedy.texts[block] == alone.texts * 4
+        np.testing.assert_allclose(greedy.mean_logprobs[block], alone.mean_logprobs * 4, atol=1e-4)
+    sampled = engine.generate_batch([conversations[0]] * 6, "r4", max_tokens=6, temperature=1.5, seed=3)
+    assert len(set(sampled.texts)) > 1
+
+
 def test_continuous_batches_keep_the_callers_order_and_report_progress(engine):
     """More conversations than one batch, of different lengths: the engine sorts them by length and keeps its
     batch full as rows finish, yet each answer comes back in its conversation's place (equal to answering

@@ -26,7 +26,7 @@ from locomlx.engine.compose import compose_layer, composition_name, parse_compos
 from locomlx.engine.decode import Decoder, DecodeStats, decode
 from locomlx.engine.lora import AdapterSelection, LoRAWeights, MultiLoRALinear
 from locomlx.engine.mixed import MixedModel, plan_mix
-from locomlx.engine.prefix import prefill_shared_prefix
+from locomlx.engine.prefix import prefill_prompts
 from locomlx.errors import LocomlxError
 from locomlx.models.cpu_kernels import attention_installed
 from locomlx.models.load import BaseModel, compute_stream, load_base
@@ -284,7 +284,7 @@ class Engine:
         still one forward pass per step. Greedy by default; with a temperature, sampled (reproducibly when
         a seed is given). `logprobs` adds each answer's mean token log-probability; `on_progress(done, total)`
         is called as answers finish. In a one-adapter batch the prompts' shared prefix (system turn,
-        instruction) is prefilled once (engine/prefix.py).
+        instruction) is prefilled once, and so is each prompt given to several rows (engine/prefix.py).
         """
         from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.sample_utils import make_sampler
@@ -313,7 +313,7 @@ class Engine:
                 caches = [make_prompt_cache(self.model) + [row] for row in rows]
             else:  # one adapter for all rows: their shared prefix is the same keys and values for each
                 with mx.stream(compute_stream()):
-                    prompts, caches = prefill_shared_prefix(model, prompts)
+                    prompts, caches = prefill_prompts(model, prompts)
             generated = generate_rows(model, prompts, caches, max_tokens=max_tokens, batch_size=batch_size,
                                       sampler=make_sampler(temp=temperature), stop_tokens=self.tokenizer.eos_token_ids,
                                       stream=compute_stream(), logprobs=logprobs, on_row_done=on_progress)

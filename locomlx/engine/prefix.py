@@ -4,6 +4,9 @@ The prompts of one benchmark or one batch of questions usually start with the sa
 chat template's system turn and the task's instruction. Prefilling that prefix once and handing
 every row a copy of its key/value cache leaves each row only its own tokens to prefill; on a CPU,
 where prefill dominates short answers, that is most of an evaluation's time for short inputs.
+
+Self-consistency goes further: its rows are many samples of one prompt, so each distinct prompt is
+prefilled once, whole, and its samples start from its cache (`scripts/bench_votes.py` measures it).
 """
 
 from __future__ import annotations
@@ -34,7 +37,39 @@ def prefill_shared_prefix(model, prompts: list[list[int]]) -> tuple[list[list[in
     shared = min(common_prefix_length(prompts), min(len(p) for p in prompts) - 1)
     if shared < MIN_SHARED_TOKENS:
         return prompts, None
-    cache = make_prompt_cache(model)
-    model(mx.array([prompts[0][:shared]]), cache=cache)
-    mx.eval([c.state for c in cache])
+    cache = _prefilled(model, prompts[0][:shared])
     return [p[shared:] for p in prompts], [cache] * len(prompts)
+
+
+def prefill_prompts(model, prompts: list[list[int]]) -> tuple[list[list[int]], list[list | None] | None]:
+    """(what each row has left to prefill, its starting cache or None): a prompt given to several rows is
+    prefilled once up to its last token and its rows share that cache; the other rows share their common
+    prefix (`prefill_shared_prefix`). The caches held at once are one per distinct repeated prompt, so
+    callers that repeat prompts pass them a batch at a time (boost/sampling.py's callers do)."""
+    rows_of: dict[tuple[int, ...], list[int]] = {}
+    for i, prompt in enumerate(prompts):
+        rows_of.setdefault(tuple(prompt), []).append(i)
+    repeated = [(prompt, rows) for prompt, rows in rows_of.items()
+                if len(rows) > 1 and len(prompt) > MIN_SHARED_TOKENS]
+    if not repeated:
+        return prefill_shared_prefix(model, prompts)
+    rest: list[list[int]] = list(prompts)
+    caches: list[list | None] = [None] * len(prompts)
+    for prompt, rows in repeated:
+        cache = _prefilled(model, list(prompt[:-1]))
+        for i in rows:
+            rest[i], caches[i] = list(prompt[-1:]), cache
+    singles = [i for i, cache in enumerate(caches) if cache is None]
+    if len(singles) > 1:
+        suffixes, shared = prefill_shared_prefix(model, [prompts[i] for i in singles])
+        for i, suffix, cache in zip(singles, suffixes, shared or [None] * len(singles)):
+            rest[i], caches[i] = suffix, cache
+    return rest, caches
+
+
+def _prefilled(model, tokens: list[int]) -> list:
+    """A fresh prompt cache holding `tokens`' keys and values."""
+    cache = make_prompt_cache(model)
+    model(mx.array([tokens]), cache=cache)
+    mx.eval([c.state for c in cache])
+    return cache

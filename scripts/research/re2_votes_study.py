@@ -5,9 +5,10 @@ For every active adapter, on its full benchmark with its own evaluation's settin
 (1 vote) and self-consistency with 5, 9 and 15 sampled votes, each with and without RE2 (the question
 read twice). Every question gets one pool of 15 samples (per RE2 setting) and k votes are the vote over
 its first k samples: a k-vote answer from k independent samples, as a separate run would draw, for a
-third of the generation, and its latency is the pool's time times k/15 (batched sampling costs in
-proportion to the samples; the pool's time per question is the median over its chunks of questions, so that
-a chunk that ran while the process was paused does not count). The sampling temperature is chosen per domain
+third of the generation. Latency is timed apart from the pool: each vote count (1 = greedy) samples the
+benchmark's first 32 questions on its own, one count after the other in the same process, because the
+engine prefills each prompt once for all of its samples (engine/prefix.py), so k samples do not cost k/15
+of 15. The sampling temperature is chosen per domain
 on a validation split, never on the benchmark: rows of the domain's data pool past the adapter's own training
 rows (the data builder returns the same first rows when asked for more, so these are unseen), scored at 5 votes
 for each candidate temperature. Every row has a 95% interval, a paired test against greedy and its latency cost
@@ -61,6 +62,7 @@ VOTES = (1, 5, 9, 15)
 TEMPERATURES = (0.3, 0.7, 1.0)
 VALIDATION = 100  # validation questions per domain
 POOL_CHUNK = 16  # questions sampled between saves of a pool
+TIMED = 32  # questions each vote count's latency is timed on
 
 
 def _validation(domain: str, folder: Path, work: Path, size: int, quick: bool) -> Path:
@@ -130,14 +132,34 @@ def tokens_per_second(pool: dict) -> float:
     return pool["tokens"] / len(pool["questions"]) / seconds if seconds else 0.0
 
 
+def _timed_latency(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str,
+                   config: InferenceConfig, votes: tuple[int, ...], work: Path) -> dict[int, float]:
+    """Generation seconds per question of sampling k votes (k = 1: greedy) for the benchmark's first TIMED
+    questions (fewer under a smaller limit), each k its own call, one after the other; kept in the pool's
+    file so that a rerun times nothing again."""
+    path = work / f"pool-{answers_cache_path(engine, adapter, file_sha256(benchmark), config, metric).stem}.json"
+    pool = json.loads(path.read_text())
+    timed = pool.setdefault("latency_per_question", {})
+    chunk = examples[: min(TIMED, config.limit or TIMED)]
+    conversations = [example_messages(ex.instruction, ex.input, reread=config.reread) for ex in chunk]
+    for k in votes:
+        if str(k) not in timed:
+            settings = VoteSettings(k, config.vote_temperature, config.seed)
+            _, batch = sample_candidates(engine, conversations, [adapter], settings, config.max_tokens,
+                                         config.batch_size)
+            timed[str(k)] = batch.seconds / len(chunk)
+            write_text_atomic(path, json.dumps(pool))
+    return {k: timed[str(k)] for k in votes}
+
+
 def _voted_run(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str, config: InferenceConfig,
-               pool: list[list[Candidate]], cost: dict, votes: int):
+               pool: list[list[Candidate]], cost: dict, votes: int, latency: float):
     """The benchmark's first `config.limit` `examples` answered by the vote over each question's first `votes`
-    samples of the pool."""
+    samples of the pool, taking `latency` seconds per question."""
     started = time.perf_counter()
     examples = examples[: config.limit]
     decided = [vote_for_example(metric, ex, group[:votes]) for ex, group in zip(examples, pool)]
-    seconds = seconds_per_question(cost) * len(examples) * votes / config.votes
+    seconds = latency * len(examples)
     answers = Answers([v.winner.text for v in decided], tokens_per_second(cost), seconds, [v.split for v in decided])
     return scored_run(engine, benchmark, examples, adapter, metric, answers, replace(config, votes=votes), started)
 
@@ -164,24 +186,28 @@ def run(library: Path, domains: tuple[str, ...] | None, votes: tuple[int, ...], 
         temperature, tried = _chosen_temperature(engine, name, validation, metric, greedy_config, temperatures)
         print(f"{domain}: temperature {temperature:g} chosen on {validation.name} ({tried})", file=sys.stderr)
         greedy = run_benchmark(engine, benchmark, name, metric, greedy_config)
-        rows = []
+        rows, greedy_latency = [], None
         for reread in (False, True):
             first = greedy if not reread else run_benchmark(engine, benchmark, name, metric,
                                                             replace(greedy_config, reread=True))
             pool_config = replace(greedy_config, reread=reread, votes=max(votes), vote_temperature=temperature)
             pool, cost = _sample_pool(engine, name, benchmark, examples, metric, pool_config, work)
+            latency = _timed_latency(engine, name, benchmark, examples, metric, pool_config, votes, work)
+            greedy_latency = greedy_latency or latency[1]
             for n in votes:
                 run_ = first if n == 1 else _voted_run(engine, name, benchmark, examples, metric, pool_config, pool,
-                                                       cost, n)
+                                                       cost, n, latency[n])
                 label = ("RE2, " if reread else "") + ("greedy" if n == 1 else f"{n} votes")
                 row = asdict(compare_row(name, label, run_, greedy))
-                rows.append({**row, "votes": n, "reread": reread})
+                timed = {"latency_seconds": latency[n],
+                         "cost": latency[n] / greedy_latency if run_ is not greedy else None}
+                rows.append({**row, **timed, "votes": n, "reread": reread})
                 print(f"  {label}: {run_.score:.3f}", file=sys.stderr)
         engine.unload_adapter(name)
         studied.append({"domain": domain, "adapter": name, "metric": metric, "temperature": temperature,
                         "validation_scores": tried, "validation_questions": validation_size, "rows": rows})
     return {"library": str(library), "base_model": reference, "limit": limit, "pool": max(votes),
-            "domains": studied, "seconds": time.perf_counter() - started}
+            "latency_timed_on": TIMED, "domains": studied, "seconds": time.perf_counter() - started}
 
 
 def _plot(facts: dict):
@@ -210,7 +236,9 @@ def _markdown(facts: dict, plot: Path) -> str:
              f"`{facts['base_model']}`; {n} examples of each benchmark, each adapter's own settings. The vote "
              "temperature is chosen per domain at 5 votes on validation questions the adapter never trained on. "
              f"Each question has one pool of {facts['pool']} samples per RE2 setting; k votes are the vote over its "
-             f"first k samples, and their time is the pool's times k/{facts['pool']}. "
+             "first k samples. Latency is timed apart: each vote count samples the first "
+             f"{min(facts['latency_timed_on'], facts['limit'] or facts['latency_timed_on'])} questions on its "
+             "own (each prompt prefilled once for all its samples). "
              "Intervals: 95% bootstrap; p: paired test against greedy; cost: generation time per question over "
              "greedy's.", ""]
     for d in facts["domains"]:
@@ -257,7 +285,7 @@ def main() -> None:
     facts = run(library_dir(args.adapters_dir), domains, votes, temperatures, args.limit, Path(args.work), validation,
                 args.quick)
     facts = with_kept_domains(Path(args.out), facts, study_command(__file__),
-                              ("library", "base_model", "limit", "pool"))
+                              ("library", "base_model", "limit", "pool", "latency_timed_on"))
     write_study(Path(args.out), facts, lambda plot: _markdown(facts, plot), lambda: _plot(facts))
 
 
