@@ -58,6 +58,17 @@ def test_batch_matches_single(family):
     assert batch.texts == [engine.generate(c, max_tokens=10).text for c in conversations], name
 
 
+def test_repeated_prompts_match_single(family):
+    """Rows repeating a prompt (votes) start from one prefill of it, merged with caches of other lengths;
+    rotating sliding-window caches (gemma3) included, each row answers as its prompt alone."""
+    name, _, engine = family
+    conversations = [[SYSTEM, {"role": "user", "content": text}]
+                     for text in ("the cat sat", "what is the capital of france", "review great film loved")]
+    rows = [conversations[0]] * 2 + [conversations[1]] * 3 + [conversations[2]]
+    batch = engine.generate_batch(rows, max_tokens=10)
+    assert batch.texts == [engine.generate(c, max_tokens=10).text for c in rows], name
+
+
 def _adapter_for(model, out_dir, rank=4):
     """A random LoRA adapter on every linear layer of every block, in mlx-lm's layout."""
     keys = anatomy.block_linears(model)
