@@ -74,6 +74,24 @@ def test_mixed_batch_is_one_forward_pass_per_step(engine, monkeypatch):
     assert all(shape[0] == 4 for shape in calls)  # every call carries all four rows, whatever their adapter
 
 
+def test_an_ensembles_repeated_rows_prefill_once_per_member_and_answer_as_alone(engine, monkeypatch):
+    """An ensemble with votes repeats each (question, member) row: each pair is prefilled once, with its member's
+    adapter (one question, two members: two prefills), and every greedy row answers as that pair alone."""
+    first, second = _conversations(2)
+    jobs = [(first, "alpha")] * 3 + [(first, "beta")] * 2 + [(second, "alpha"), (second, None)]
+    alone = [engine.generate_batch([c], a, max_tokens=6, logprobs=True) for c, a in jobs]
+    calls = []
+    original = type(engine.model).__call__
+    monkeypatch.setattr(type(engine.model), "__call__",
+                        lambda self, *a, **k: calls.append(a[0].shape) or original(self, *a, **k))
+    mixed = engine.generate_batch([c for c, _ in jobs], adapters=[a for _, a in jobs], max_tokens=6, batch_size=8,
+                                  logprobs=True)
+    prompt = len(engine.tokenizer.apply_chat_template(first, add_generation_prompt=True))
+    assert calls[:3] == [(1, prompt - 1)] * 2 + [(5, 1)]  # alpha's prefill, beta's, then their rows' last tokens
+    assert mixed.texts == [g.texts[0] for g in alone]
+    np.testing.assert_allclose(mixed.mean_logprobs, [g.mean_logprobs[0] for g in alone], atol=1e-4)
+
+
 def _fused_logits(model_dir, parts, tokens):
     """Logits of a fresh model with sum_i w_i s_i a_i b_i added into its weights by hand."""
     from mlx_lm import load

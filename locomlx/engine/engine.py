@@ -284,7 +284,8 @@ class Engine:
         still one forward pass per step. Greedy by default; with a temperature, sampled (reproducibly when
         a seed is given). `logprobs` adds each answer's mean token log-probability; `on_progress(done, total)`
         is called as answers finish. In a one-adapter batch the prompts' shared prefix (system turn,
-        instruction) is prefilled once, and so is each prompt given to several rows (engine/prefix.py).
+        instruction) is prefilled once; in any batch, so is each prompt given to several rows with one adapter
+        (engine/prefix.py).
         """
         from mlx_lm.models.cache import make_prompt_cache
         from mlx_lm.sample_utils import make_sampler
@@ -310,7 +311,9 @@ class Engine:
         try:
             if mixed:
                 self.selection.mix, self.selection.active = mix, None
-                caches = [make_prompt_cache(self.model) + [row] for row in rows]
+                with mx.stream(compute_stream()):
+                    prompts, caches = prefill_prompts(model, prompts, row_adapters,
+                                                      lambda i: make_prompt_cache(self.model) + [rows[i]])
             else:  # one adapter for all rows: their shared prefix is the same keys and values for each
                 with mx.stream(compute_stream()):
                     prompts, caches = prefill_prompts(model, prompts)

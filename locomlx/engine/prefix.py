@@ -6,10 +6,13 @@ every row a copy of its key/value cache leaves each row only its own tokens to p
 where prefill dominates short answers, that is most of an evaluation's time for short inputs.
 
 Self-consistency goes further: its rows are many samples of one prompt, so each distinct prompt is
-prefilled once, whole, and its samples start from its cache (`scripts/bench_votes.py` measures it).
+prefilled once, whole, and its samples start from its cache (`scripts/bench_votes.py` measures it); in an
+ensemble's mixed-adapter batch, once per member.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import mlx.core as mx
 from mlx_lm.models.cache import make_prompt_cache
@@ -41,26 +44,35 @@ def prefill_shared_prefix(model, prompts: list[list[int]]) -> tuple[list[list[in
     return [p[shared:] for p in prompts], [cache] * len(prompts)
 
 
-def prefill_prompts(model, prompts: list[list[int]]) -> tuple[list[list[int]], list[list | None] | None]:
-    """(what each row has left to prefill, its starting cache or None): a prompt given to several rows is
-    prefilled once up to its last token and its rows share that cache; the other rows share their common
-    prefix (`prefill_shared_prefix`). The caches held at once are one per distinct repeated prompt, so
-    callers that repeat prompts pass them a batch at a time (boost/sampling.py's callers do)."""
-    rows_of: dict[tuple[int, ...], list[int]] = {}
+def prefill_prompts(model, prompts: list[list[int]], adapters: list[str | None] | None = None,
+                    fresh_cache: Callable[[int], list] | None = None) -> tuple[list[list[int]], list[list] | None]:
+    """(what each row has left to prefill, its starting cache): rows given the same prompt (and, in a
+    mixed-adapter batch, the same `adapters` entry) share one prefill of it up to its last token. Without
+    `adapters` the other rows share their common prefix (`prefill_shared_prefix`); in a mixed batch they start
+    from `fresh_cache(row)`, which also makes the cache a shared prefill starts from (its row's adapter entry
+    included). The caches held at once are one per distinct repeated prompt, so callers that repeat prompts
+    pass them a batch at a time (boost/sampling.py's callers do)."""
+    fresh_cache = fresh_cache or (lambda row: make_prompt_cache(model))
+    rows_of: dict[tuple, list[int]] = {}
     for i, prompt in enumerate(prompts):
-        rows_of.setdefault(tuple(prompt), []).append(i)
-    repeated = [(prompt, rows) for prompt, rows in rows_of.items()
+        rows_of.setdefault((tuple(prompt), adapters[i] if adapters else None), []).append(i)
+    repeated = [(prompt, rows) for (prompt, _), rows in rows_of.items()
                 if len(rows) > 1 and len(prompt) > MIN_SHARED_TOKENS]
-    if not repeated:
+    if not repeated and adapters is None:
         return prefill_shared_prefix(model, prompts)
     rest: list[list[int]] = list(prompts)
     caches: list[list | None] = [None] * len(prompts)
     for prompt, rows in repeated:
-        cache = _prefilled(model, list(prompt[:-1]))
+        cache = fresh_cache(rows[0])
+        model(mx.array([prompt[:-1]]), cache=cache)
+        mx.eval([c.state for c in cache])
         for i in rows:
             rest[i], caches[i] = list(prompt[-1:]), cache
     singles = [i for i, cache in enumerate(caches) if cache is None]
-    if len(singles) > 1:
+    if adapters is not None:
+        for i in singles:
+            caches[i] = fresh_cache(i)
+    elif len(singles) > 1:
         suffixes, shared = prefill_shared_prefix(model, [prompts[i] for i in singles])
         for i, suffix, cache in zip(singles, suffixes, shared or [None] * len(singles)):
             rest[i], caches[i] = suffix, cache
