@@ -63,9 +63,7 @@ def prefill_prompts(model, prompts: list[list[int]], adapters: list[str | None] 
     rest: list[list[int]] = list(prompts)
     caches: list[list | None] = [None] * len(prompts)
     for prompt, rows in repeated:
-        cache = fresh_cache(rows[0])
-        model(mx.array([prompt[:-1]]), cache=cache)
-        mx.eval([c.state for c in cache])
+        cache = _prefilled(model, list(prompt[:-1]), fresh_cache(rows[0]))
         for i in rows:
             rest[i], caches[i] = list(prompt[-1:]), cache
     singles = [i for i, cache in enumerate(caches) if cache is None]
@@ -79,9 +77,9 @@ def prefill_prompts(model, prompts: list[list[int]], adapters: list[str | None] 
     return rest, caches
 
 
-def _prefilled(model, tokens: list[int]) -> list:
-    """A fresh prompt cache holding `tokens`' keys and values."""
-    cache = make_prompt_cache(model)
+def _prefilled(model, tokens: list[int], cache: list | None = None) -> list:
+    """`cache` (default: a fresh prompt cache) holding `tokens`' keys and values."""
+    cache = cache if cache is not None else make_prompt_cache(model)
     model(mx.array([tokens]), cache=cache)
     mx.eval([c.state for c in cache])
     return cache
