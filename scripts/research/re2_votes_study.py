@@ -91,6 +91,12 @@ def _chosen_temperature(engine: Engine, adapter: str, validation: Path, metric: 
     return best, scores
 
 
+def _pool_path(engine: Engine, adapter: str, benchmark: Path, metric: str, config: InferenceConfig,
+               work: Path) -> Path:
+    """Where a pool is kept: named by the answers cache's key for these settings (which leaves out the limit)."""
+    return work / f"pool-{answers_cache_path(engine, adapter, file_sha256(benchmark), config, metric).stem}.json"
+
+
 def _sample_pool(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str, config: InferenceConfig,
                  work: Path) -> tuple[list[list[Candidate]], dict]:
     """`config.votes` samples for each of the benchmark's first `config.limit` questions, and the pool's cost
@@ -100,7 +106,7 @@ def _sample_pool(engine: Engine, adapter: str, benchmark: Path, examples: list, 
     first question's index, so a pool grown in steps equals one made at once. `examples`: the whole
     benchmark's."""
     wanted = min(config.limit or len(examples), len(examples))
-    path = work / f"pool-{answers_cache_path(engine, adapter, file_sha256(benchmark), config, metric).stem}.json"
+    path = _pool_path(engine, adapter, benchmark, metric, config, work)
     pool = json.loads(path.read_text()) if path.is_file() else {"questions": [], "tokens": 0, "seconds": 0.0}
     for start in range(len(pool["questions"]), wanted, POOL_CHUNK):  # whole chunks: seeds never shift
         chunk = examples[start:start + POOL_CHUNK]
@@ -133,12 +139,11 @@ def tokens_per_second(pool: dict) -> float:
 
 
 def _timed_latency(engine: Engine, adapter: str, benchmark: Path, examples: list, metric: str,
-                   config: InferenceConfig, votes: tuple[int, ...], work: Path) -> dict[int, float]:
+                   config: InferenceConfig, votes: tuple[int, ...], work: Path, pool: dict) -> dict[int, float]:
     """Generation seconds per question of sampling k votes (k = 1: greedy) for the benchmark's first TIMED
-    questions (fewer under a smaller limit), each k its own call, one after the other; kept in the pool's
-    file so that a rerun times nothing again."""
-    path = work / f"pool-{answers_cache_path(engine, adapter, file_sha256(benchmark), config, metric).stem}.json"
-    pool = json.loads(path.read_text())
+    questions (fewer under a smaller limit), each k its own call, one after the other; kept in `pool` (as
+    `_sample_pool` returned it) and its file, so that a rerun times nothing again."""
+    path = _pool_path(engine, adapter, benchmark, metric, config, work)
     timed = pool.setdefault("latency_per_question", {})
     chunk = examples[: min(TIMED, config.limit or TIMED)]
     conversations = [example_messages(ex.instruction, ex.input, reread=config.reread) for ex in chunk]
@@ -192,7 +197,8 @@ def run(library: Path, domains: tuple[str, ...] | None, votes: tuple[int, ...], 
                                                             replace(greedy_config, reread=True))
             pool_config = replace(greedy_config, reread=reread, votes=max(votes), vote_temperature=temperature)
             pool, cost = _sample_pool(engine, name, benchmark, examples, metric, pool_config, work)
-            latency = _timed_latency(engine, name, benchmark, examples, metric, pool_config, votes, work)
+            latency = _timed_latency(engine, name, benchmark, examples, metric, pool_config, votes, work,
+                                     cost)
             greedy_latency = greedy_latency or latency[1]
             for n in votes:
                 run_ = first if n == 1 else _voted_run(engine, name, benchmark, examples, metric, pool_config, pool,
