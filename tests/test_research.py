@@ -105,15 +105,22 @@ def test_a_requantized_base_keeps_its_shapes_its_own_cache_key_and_stores_fewer_
 def test_the_lowbit_study_runs_quick_and_reports_every_format_and_domain(two_domains, tmp_path):
     out = tmp_path / "research" / "lowbit"
     facts = _run_quick("lowbit_study.py", two_domains, out)
-    assert [r["format"] for r in facts["rows"]] == ["original", "q4", "ternary-g64"]
-    for row in facts["rows"]:
-        assert set(row["scores"]) == {"sentiment", "spam"} and row["decode_tokens_per_second"] > 0
-        assert 0 <= row["scores"]["spam"]["adapter"]["score"] <= 1
-    original, ternary = facts["rows"][0], facts["rows"][2]
-    assert ternary["stored_mb"] < facts["rows"][1]["stored_mb"] < original["stored_mb"]
-    assert original["scores"]["sentiment"]["base"]["p_vs_original"] == 1.0
+    assert [c["format"] for c in facts["costs"]] == facts["formats"] == ["original", "q4", "ternary-g64"]
+    assert all(c["decode_tokens_per_second"] > 0 for c in facts["costs"])
+    original, q4, ternary = facts["costs"]
+    assert ternary["stored_mb"] < q4["stored_mb"] < original["stored_mb"]
+    assert [d["domain"] for d in facts["domains"]] == ["sentiment", "spam"]
+    for d in facts["domains"]:
+        assert list(d["scores"]) == facts["formats"]
+        assert 0 <= d["scores"]["ternary-g64"]["adapter"]["score"] <= 1
+        assert d["scores"]["original"]["base"]["p_vs_original"] == 1.0
     page = out.with_suffix(".md").read_text()
     assert "| ternary-g64 | 1.58 |" in page and "## Where quality breaks" in page
+    # a run of one domain redoes it and keeps the other, each section naming its command
+    again = _run_quick("lowbit_study.py", two_domains, out, "--domains", "spam")
+    assert [d["domain"] for d in again["domains"]] == ["spam", "sentiment"]
+    assert again["domains"][1] == facts["domains"][0] | {"written_by": again["domains"][1]["written_by"]}
+    assert "--domains spam` (" in out.with_suffix(".md").read_text()
 
 
 def _record_recipe(folder: Path, replay_rows: int) -> None:

@@ -13,9 +13,12 @@ GGUF as it ships (SmolLM2's Q4_1), so the formats above 4 bits show the cost of 
 gain over a full-precision model, which is not available offline.
 
 Answers are cached per format (the base's identity carries the format), so a rerun only redoes what
-changed. Writes docs/research/lowbit.md, .png and .json.
+changed, and `--domains` runs some domains (each run answers the original too, for its paired tests) and keeps
+the page's other domains where they were measured with the same formats and limit, so the full study can be
+done a few domains per sitting. Writes docs/research/lowbit.md, .png and .json.
 
-    python scripts/research/lowbit_study.py              # the committed numbers (about 90 minutes)
+    python scripts/research/lowbit_study.py              # every domain, full benchmarks (hours on 2 cores)
+    python scripts/research/lowbit_study.py --domains spam,sentiment   # some domains, the others kept
     python scripts/research/lowbit_study.py --quick      # a smoke run (tests)
 """
 
@@ -34,12 +37,13 @@ from locomlx.eval.run import InferenceConfig, run_benchmark
 from locomlx.models.load import load_base
 from locomlx.models.lowbit import FORMATS, LowBitFormat, pack_model, requantize, stored_bytes
 from locomlx.models.resolve import resolve_model
-from locomlx.registry import active_adapters, load_registry
+from locomlx.registry import load_registry
 from locomlx.scoring.stats import paired_p_value
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from study_files import interval, study_command, write_study
+from study_domains import comma_list, studied_adapters
+from study_files import interval, study_command, with_kept_domains, write_study, written_by
 
 ROOT = Path(__file__).resolve().parents[2]
 ORIGINAL = "original"
@@ -73,10 +77,10 @@ def _costs(reference: str, fmt: LowBitFormat | None, speed_tokens: int) -> dict:
             "kernel": f"MLX {fmt.bits}-bit quantized matmul" if fmt else "float32 (BLAS)"}
 
 
-def _benchmarks(library: Path, registry) -> list[dict]:
-    """Each active adapter with its benchmark and the settings of its own evaluation."""
+def _benchmarks(library: Path, registry, domains: tuple[str, ...] | None) -> list[dict]:
+    """Each studied domain's active adapter with its benchmark and the settings of its own evaluation."""
     chosen = []
-    for domain, name in sorted(active_adapters(registry).items()):
+    for domain, name in studied_adapters(registry, library, domains).items():
         folder = library / registry.adapters[name].path
         results = json.loads((folder / "eval" / "results.json").read_text(encoding="utf-8"))
         chosen.append({"domain": domain, "adapter": name, "folder": folder, "metric": results["metric"],
@@ -91,109 +95,115 @@ def _score(run) -> dict:
             "seconds": run.generation_seconds}
 
 
-def run(library: Path, formats: list[str], limit: int | None, speed_tokens: int) -> dict:
+def run(library: Path, domains: tuple[str, ...] | None, formats: list[str], limit: int | None,
+        speed_tokens: int) -> dict:
+    """Every format's costs, and per domain every format's base and adapter scores with a paired p against the
+    original's (which every run answers, so that a run of some domains stands on its own)."""
     started = time.perf_counter()
     registry = load_registry(library)
     reference = registry.base_model.id if registry.base_model else None
-    domains = _benchmarks(library, registry)
-    rows = []
+    studied = _benchmarks(library, registry, domains)
+    for d in studied:
+        d["scores"] = {}
+    costs = []
     for name in [ORIGINAL, *formats]:
         fmt = FORMATS.get(name)
         print(f"{name}: {fmt.describe if fmt else 'the base as it ships'}", file=sys.stderr)
         base = load_base(resolve_model(reference), "float32")
         engine = Engine(requantize(base, fmt) if fmt else base)
-        scores = {}
-        for d in domains:
+        for d in studied:
             engine.load_adapter(d["folder"], d["adapter"])
             inference = InferenceConfig(max_tokens=d["max_tokens"], limit=limit, batch_size=d["batch_size"])
             base_run = run_benchmark(engine, d["benchmark"], None, d["metric"], inference)
             adapter_run = run_benchmark(engine, d["benchmark"], d["adapter"], d["metric"], inference)
-            scores[d["domain"]] = {"base": _score(base_run), "adapter": _score(adapter_run)}
+            engine.unload_adapter(d["adapter"])
+            d["scores"][name] = {"base": _score(base_run), "adapter": _score(adapter_run)}
             print(f"  {d['domain']}: base {base_run.score:.3f}, {d['adapter']} {adapter_run.score:.3f}",
                   file=sys.stderr)
         del engine, base
-        rows.append({"format": name, "describe": fmt.describe if fmt else "the base as it ships, float32 compute",
-                     "code_bits": fmt.code_bits if fmt else None, "scores": scores,
-                     **_costs(reference, fmt, speed_tokens)})
-    original = rows[0]["scores"]
-    for row in rows:
-        for domain, pair in row["scores"].items():
+        costs.append({"format": name, "describe": fmt.describe if fmt else "the base as it ships, float32 compute",
+                      "code_bits": fmt.code_bits if fmt else None, **_costs(reference, fmt, speed_tokens)})
+    for d in studied:
+        original = d["scores"][ORIGINAL]
+        for pair in d["scores"].values():
             for model in ("base", "adapter"):
                 pair[model]["p_vs_original"] = paired_p_value(pair[model]["per_example"],
-                                                              original[domain][model]["per_example"])
+                                                              original[model]["per_example"])
     return {"library": str(library), "base_model": reference, "limit": limit, "speed_tokens": speed_tokens,
-            "domains": [{k: str(v) if isinstance(v, Path) else v for k, v in d.items()} for d in domains],
-            "rows": rows, "seconds": time.perf_counter() - started}
+            "formats": [ORIGINAL, *formats], "costs": costs,
+            "domains": [{k: str(v) if isinstance(v, Path) else v for k, v in d.items()} for d in studied],
+            "seconds": time.perf_counter() - started}
 
 
-def breaking_point(facts: dict, domain: str, model: str) -> str | None:
-    """The first format (most bits first) that scores significantly below the original."""
-    original = facts["rows"][0]["scores"][domain][model]["score"]
-    for row in facts["rows"][1:]:
-        s = row["scores"][domain][model]
-        if s["p_vs_original"] < 0.05 and s["score"] < original:
-            return row["format"]
+def breaking_point(domain: dict, model: str) -> str | None:
+    """The first format (most bits first) at which `model` (base or adapter) scores significantly below the
+    original in this domain."""
+    original = domain["scores"][ORIGINAL][model]["score"]
+    for name, pair in domain["scores"].items():
+        if name != ORIGINAL and pair[model]["p_vs_original"] < 0.05 and pair[model]["score"] < original:
+            return name
     return None
 
 
 def _plot(facts: dict):
     import matplotlib.pyplot as plt
 
-    rows = facts["rows"]
+    costs = facts["costs"]
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    x = list(range(len(rows)))
-    for d in facts["domains"]:
+    x = list(range(len(costs)))
+    for d in sorted(facts["domains"], key=lambda d: d["domain"]):
         for model, style in (("adapter", "-o"), ("base", "--s")):
-            y = [r["scores"][d["domain"]][model]["score"] for r in rows]
-            err = [[v - r["scores"][d["domain"]][model]["ci95"][0] for v, r in zip(y, rows)],
-                   [r["scores"][d["domain"]][model]["ci95"][1] - v for v, r in zip(y, rows)]]
+            scores = [d["scores"][c["format"]][model] for c in costs]
+            y = [s["score"] for s in scores]
+            err = [[v - s["ci95"][0] for v, s in zip(y, scores)], [s["ci95"][1] - v for v, s in zip(y, scores)]]
             left.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=f"{d['domain']} {model}")
-    left.set_xticks(x, [r["format"] for r in rows], rotation=30)
+    left.set_xticks(x, [c["format"] for c in costs], rotation=30)
     left.set_ylabel("benchmark score (95% CI)")
     left.set_title("quality by weight format")
     left.grid(alpha=0.3)
     left.legend(fontsize=7, ncol=2)
-    right.bar(x, [r["stored_mb"] for r in rows], color="tab:blue", alpha=0.6, label="stored MB")
-    right.set_xticks(x, [r["format"] for r in rows], rotation=30)
+    right.bar(x, [c["stored_mb"] for c in costs], color="tab:blue", alpha=0.6, label="stored MB")
+    right.set_xticks(x, [c["format"] for c in costs], rotation=30)
     right.set_ylabel("stored weights (MB)")
     speed = right.twinx()
-    speed.plot(x, [r["decode_tokens_per_second"] for r in rows], "-o", color="tab:red", label="decode tok/s")
+    speed.plot(x, [c["decode_tokens_per_second"] for c in costs], "-o", color="tab:red", label="decode tok/s")
     speed.set_ylabel("decode tokens/s (this machine)")
     right.set_title("memory and speed")
     fig.suptitle(f"Post-training low-bit copies of {facts['base_model']}")
     return fig
 
 
-def _markdown(facts: dict, command: str, plot: Path) -> str:
-    domains = [d["domain"] for d in facts["domains"]]
+def _markdown(facts: dict, plot: Path) -> str:
+    domains = sorted(facts["domains"], key=lambda d: d["domain"])
     n = facts["limit"] or "all"
     lines = ["# How few bits can the base keep?", "",
-             f"Written by `{command}` ({facts['seconds'] / 60:.1f} min). Library `{facts['library']}`, base "
+             f"Written by {written_by(facts)}. Library `{facts['library']}`, base "
              f"`{facts['base_model']}`; {n} examples of each benchmark, each adapter's own inference settings. "
              "Every format rounds the linear layers and the embedding after training; adapters are the library's, "
              "trained on the original and attached unchanged. Intervals: 95% bootstrap; p: paired test against "
              "the original (McNemar for 0/1 scores, paired bootstrap otherwise). Stored: codes plus 16-bit scales "
              "and biases, other weights at 16 bits. Resident: what the packed model holds in MLX. Decode: "
-             f"{facts['speed_tokens']} greedy tokens at batch 1 in the kernel named.", "",
+             f"{facts['speed_tokens']} greedy tokens at batch 1 in the kernel named, measured by the latest run.", "",
              "| format | bits/weight (code) | stored MB | resident MB | decode tok/s | kernel |",
              "|---|---:|---:|---:|---:|---|"]
-    for r in facts["rows"]:
-        bits = f"{r['code_bits']:.2f}" if r["code_bits"] else "as shipped"
-        lines.append(f"| {r['format']} | {bits} | {r['stored_mb']:.0f} | {r['resident_mb']:.0f} | "
-                     f"{r['decode_tokens_per_second']:.1f} | {r['kernel']} |")
-    lines += ["", "| format | " + " | ".join(f"{d} base | p | {d} adapter | p" for d in domains) + " |",
-              "|---|" + "---:|" * (4 * len(domains))]
-    for r in facts["rows"]:
+    for c in facts["costs"]:
+        bits = f"{c['code_bits']:.2f}" if c["code_bits"] else "as shipped"
+        lines.append(f"| {c['format']} | {bits} | {c['stored_mb']:.0f} | {c['resident_mb']:.0f} | "
+                     f"{c['decode_tokens_per_second']:.1f} | {c['kernel']} |")
+    names = [d["domain"] for d in domains]
+    lines += ["", "| format | " + " | ".join(f"{d} base | p | {d} adapter | p" for d in names) + " |",
+              "|---|" + "---:|" * (4 * len(names))]
+    for c in facts["costs"]:
         cells = []
         for d in domains:
             for model in ("base", "adapter"):
-                s = r["scores"][d][model]
+                s = d["scores"][c["format"]][model]
                 cells += [interval(s["score"], s["ci95"]), f"{s['p_vs_original']:.3g}"]
-        lines.append(f"| {r['format']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {c['format']} | " + " | ".join(cells) + " |")
     lines += ["", f"![score, memory and speed by format]({plot.name})", "", "## Where quality breaks", ""]
     for d in domains:
-        base, adapter = breaking_point(facts, d, "base"), breaking_point(facts, d, "adapter")
-        lines.append(f"- {d}: the adapter first scores significantly below the original at "
+        base, adapter = breaking_point(d, "base"), breaking_point(d, "adapter")
+        lines.append(f"- {d['domain']}: the adapter first scores significantly below the original at "
                      f"{adapter or 'no format tried'}; the base at {base or 'no format tried'}.")
     return "\n".join(lines) + "\n"
 
@@ -204,6 +214,9 @@ def main() -> None:
     parser.add_argument("--adapters-dir", default=None, help="The library (default: the shipped adapters/).")
     parser.add_argument("--out", default=str(ROOT / "docs" / "research" / "lowbit"),
                         help="Output path without suffix (.md, .png and .json are written).")
+    parser.add_argument("--domains", default=None,
+                        help="Comma-separated domains of the library [every one with an active adapter]; the page "
+                             "keeps the other domains of a page measured with the same formats and limit.")
     parser.add_argument("--formats", default=",".join(FORMATS), help=f"Comma-separated, of {', '.join(FORMATS)}.")
     parser.add_argument("--limit", type=int, default=None, help="Examples per benchmark [all].")
     parser.add_argument("--speed-tokens", type=int, default=64, help="Decode steps timed per format.")
@@ -215,9 +228,10 @@ def main() -> None:
         sys.exit(f"error: --formats: unknown {', '.join(unknown)}; choose from {', '.join(FORMATS)}.")
     if args.quick:
         formats, args.limit, args.speed_tokens = ["q4", "ternary-g64"], 8, 8
-    facts = run(library_dir(args.adapters_dir), formats, args.limit, args.speed_tokens)
-    command = study_command(__file__)
-    write_study(Path(args.out), facts, lambda plot: _markdown(facts, command, plot), lambda: _plot(facts))
+    facts = run(library_dir(args.adapters_dir), comma_list(args.domains), formats, args.limit, args.speed_tokens)
+    facts = with_kept_domains(Path(args.out), facts, study_command(__file__),
+                              ("library", "base_model", "limit", "formats"))
+    write_study(Path(args.out), facts, lambda plot: _markdown(facts, plot), lambda: _plot(facts))
 
 
 if __name__ == "__main__":
